@@ -1,0 +1,50 @@
+"""Safe, non-blocking attachment loading for llm's async models.
+
+Importing this package installs the guard on ``llm.Attachment`` (see
+:mod:`llm_async_attachments.guard`) and gives it a ``to_async()`` method.
+"""
+
+from . import attachment as _attachment
+from . import guard as _guard
+from .attachment import AsyncAttachment, to_async
+from .config import Config, GuardMode, configure, get_config
+from .errors import (
+    AttachmentError,
+    AttachmentFetchError,
+    AttachmentHTTPStatusError,
+    AttachmentPathError,
+    AttachmentsTotalTooLarge,
+    AttachmentTimeout,
+    AttachmentTooLarge,
+    BlockingAttachmentAccessError,
+    TooManyRedirects,
+    UnsupportedAttachmentURL,
+)
+from .guard import BlockingAttachmentAccessWarning
+from .prepare import PrepareSummary, UrlPolicy, prepare_attachments
+
+__all__ = [
+    "AsyncAttachment",
+    "AttachmentError",
+    "AttachmentFetchError",
+    "AttachmentHTTPStatusError",
+    "AttachmentPathError",
+    "AttachmentTimeout",
+    "AttachmentTooLarge",
+    "AttachmentsTotalTooLarge",
+    "BlockingAttachmentAccessError",
+    "BlockingAttachmentAccessWarning",
+    "Config",
+    "GuardMode",
+    "PrepareSummary",
+    "TooManyRedirects",
+    "UnsupportedAttachmentURL",
+    "UrlPolicy",
+    "configure",
+    "get_config",
+    "prepare_attachments",
+    "to_async",
+]
+
+_guard._install()
+_attachment._install()

@@ -1,0 +1,146 @@
+"""AsyncAttachment: the async twin of ``llm.Attachment``."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+
+import llm
+
+from .config import get_config
+from .guard import describe
+from .prepare import prepare_one
+from .state import UNSET, peek
+
+__all__ = ["AsyncAttachment", "to_async"]
+
+# Encoding more than this on the event loop would stall it for milliseconds.
+_ENCODE_ON_LOOP_LIMIT = 1024 * 1024
+
+
+class AsyncAttachment:
+    """An ``llm.Attachment`` whose reads are awaitable, as ``AsyncResponse`` is to ``Response``.
+
+    Same fields (``type``, ``path``, ``url``, ``content``) and same results as
+    llm's sync methods, without blocking: URLs are fetched with httpx and files
+    read with aiofiles, under the limits of the active :class:`Config`. It is
+    a view of an ``llm.Attachment``: both share one cache, so what is awaited
+    here makes the sync attachment's reads free too, and the other way round.
+
+    Construct it like ``llm.Attachment`` or from one with :func:`to_async`.
+    """
+
+    __slots__ = ("_attachment",)
+
+    def __init__(
+        self,
+        type: str | None = None,
+        path: str | None = None,
+        url: str | None = None,
+        content: bytes | None = None,
+        _id: str | None = None,
+    ) -> None:
+        self._attachment = llm.Attachment(type=type, path=path, url=url, content=content, _id=_id)
+
+    @classmethod
+    def _wrapping(cls, attachment: llm.Attachment) -> AsyncAttachment:
+        view = cls.__new__(cls)
+        view._attachment = attachment
+        return view
+
+    @property
+    def type(self) -> str | None:
+        """The declared MIME type, or ``None``: await :meth:`resolve_type` for the real one."""
+        return self._attachment.type
+
+    @property
+    def path(self) -> str | None:
+        """The local file path, if this is a path attachment."""
+        return self._attachment.path
+
+    @property
+    def url(self) -> str | None:
+        """The URL, if this is a URL attachment."""
+        return self._attachment.url
+
+    @property
+    def content(self) -> bytes | None:
+        """The bytes given at construction (never the fetched ones: await :meth:`content_bytes`)."""
+        return self._attachment.content
+
+    async def resolve_type(self) -> str | None:
+        """The MIME type: declared, sniffed from bytes or file, or from the server.
+
+        Server types are normalised (``Text/Plain; charset=UTF-8`` ->
+        ``text/plain``); types of paths and bytes equal llm's.
+        """
+        attachment = self._attachment
+        if attachment.type:
+            return attachment.type
+        if not (attachment.path or attachment.url):
+            return attachment.resolve_type()  # bytes: puremagic, no I/O
+        state = await prepare_one(attachment, need_content=False, config=get_config())
+        return None if state.type is UNSET else state.type  # type: ignore[return-value]
+
+    async def content_bytes(self) -> bytes:
+        """The bytes: as given, or read from the file or URL (once; cached)."""
+        attachment = self._attachment
+        if attachment.content or not (attachment.path or attachment.url):
+            return attachment.content or b""
+        state = await prepare_one(attachment, need_content=True, config=get_config())
+        assert state.content is not None
+        return state.content
+
+    async def base64_content(self) -> str:
+        """The bytes as base64 text; large content is encoded off the event loop."""
+        content = await self.content_bytes()
+        if len(content) <= _ENCODE_ON_LOOP_LIMIT:
+            return base64.b64encode(content).decode("utf-8")
+        return await asyncio.to_thread(lambda: base64.b64encode(content).decode("utf-8"))
+
+    async def id(self) -> str:
+        """llm's id: a hash of the bytes, or of the URL for URL attachments."""
+        attachment = self._attachment
+        if attachment._id is None and not attachment.content and attachment.path:
+            state = peek(attachment)
+            if state is None or state.id is None:
+                await prepare_one(attachment, need_content=True, config=get_config())
+        return attachment.id()
+
+    async def to_sync(self, *, content: bool = True) -> llm.Attachment:
+        """The plain ``llm.Attachment``, prepared so its sync reads do no I/O.
+
+        With ``content=False`` only the type (and ``id()``) is prepared: for a
+        URL that a model takes as a URL, ``content_bytes()`` would then still
+        need to download.
+        """
+        await prepare_one(self._attachment, need_content=content, config=get_config())
+        return self._attachment
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, AsyncAttachment):
+            return self._attachment == other._attachment
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like llm.Attachment
+
+    def __repr__(self) -> str:
+        return f"<AsyncAttachment {describe(self._attachment)}>"
+
+
+def to_async(attachment: llm.Attachment | AsyncAttachment) -> AsyncAttachment:
+    """The :class:`AsyncAttachment` view of ``attachment``, sharing its cache."""
+    if isinstance(attachment, AsyncAttachment):
+        return attachment
+    return AsyncAttachment._wrapping(attachment)
+
+
+def _install() -> None:
+    """Give ``llm.Attachment`` a ``to_async()`` method."""
+
+    def to_async_method(self: llm.Attachment) -> AsyncAttachment:
+        """The :class:`AsyncAttachment` view of this attachment, sharing its cache."""
+        return to_async(self)
+
+    to_async_method.__name__ = "to_async"
+    llm.Attachment.to_async = to_async_method  # type: ignore[attr-defined]

@@ -1,0 +1,94 @@
+"""The exceptions this package raises.
+
+Every failure to load an attachment is an :class:`AttachmentError`; catch that
+to handle bad input as a whole, or a subclass to handle one kind. Messages say
+which attachment, what happened, the limit involved and what to do.
+:class:`BlockingAttachmentAccessError` is separate: it reports a programming
+error (blocking I/O on an event loop), not bad input.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AttachmentError",
+    "AttachmentFetchError",
+    "AttachmentHTTPStatusError",
+    "AttachmentPathError",
+    "AttachmentTimeout",
+    "AttachmentTooLarge",
+    "AttachmentsTotalTooLarge",
+    "BlockingAttachmentAccessError",
+    "TooManyRedirects",
+    "UnsupportedAttachmentURL",
+]
+
+
+class AttachmentError(Exception):
+    """An attachment could not be loaded. ``source`` is its URL or path."""
+
+    def __init__(self, message: str, *, source: str) -> None:
+        super().__init__(message)
+        self.source = source
+
+
+class AttachmentTooLarge(AttachmentError):
+    """An attachment is bigger than ``Config.max_bytes``.
+
+    Raised on a ``Content-Length`` or file size before any body is read, or as
+    soon as the decoded bytes read pass the limit (no, lying or compressed
+    lengths). ``limit`` is the limit in bytes; ``size`` is the declared size,
+    or ``None`` when the body was cut off while streaming.
+    """
+
+    def __init__(self, message: str, *, source: str, limit: int, size: int | None) -> None:
+        super().__init__(message, source=source)
+        self.limit = limit
+        self.size = size
+
+
+class AttachmentsTotalTooLarge(AttachmentTooLarge):
+    """One ``prepare_attachments`` call would read more than ``Config.max_total_bytes``."""
+
+
+class AttachmentFetchError(AttachmentError):
+    """A URL attachment could not be downloaded: connection, protocol or body errors."""
+
+
+class AttachmentHTTPStatusError(AttachmentFetchError):
+    """The server answered with an error status; ``status_code`` holds it."""
+
+    def __init__(self, message: str, *, source: str, status_code: int) -> None:
+        super().__init__(message, source=source)
+        self.status_code = status_code
+
+
+class AttachmentTimeout(AttachmentFetchError):
+    """The server was too slow: ``Config.timeout`` between reads, or ``Config.deadline`` in all."""
+
+
+class TooManyRedirects(AttachmentFetchError):
+    """More than 3 redirects (llm's own limit), or a redirect loop."""
+
+
+class UnsupportedAttachmentURL(AttachmentError):
+    """The URL is malformed or uses a scheme other than ``http``/``https``.
+
+    Also raised when a redirect points to such a URL.
+    """
+
+
+class AttachmentPathError(AttachmentError):
+    """A path attachment cannot be read: missing, a directory, a FIFO or socket, no permission."""
+
+
+class BlockingAttachmentAccessError(RuntimeError):
+    """A sync attachment read would have done blocking I/O on a running event loop.
+
+    Raised before any I/O starts. ``attachment`` is the ``llm.Attachment`` and
+    ``method`` the method that was called.
+    """
+
+    def __init__(self, message: str, *, attachment: object, method: str) -> None:
+        super().__init__(message)
+        self.attachment = attachment
+        self.method = method

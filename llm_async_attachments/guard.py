@@ -1,0 +1,158 @@
+"""The guard: sync attachment reads that would block an event loop are stopped first.
+
+Importing the package patches ``llm.Attachment`` so that ``resolve_type()``,
+``content_bytes()``, ``base64_content()`` and ``id()``
+
+* answer from the prepared state when :func:`prepare_attachments` has run
+  (no I/O at all), and otherwise
+* check, before any I/O, whether they are running on a thread with a running
+  event loop, and then raise, warn or carry on according to the guard mode.
+
+Calls that need no I/O (an explicit ``type``, ``content=`` bytes, a URL's
+``id()``) behave exactly as in llm, as does everything on threads without a
+running loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any
+
+import llm
+
+from .config import get_config
+from .errors import BlockingAttachmentAccessError
+from .state import UNSET, peek
+
+__all__ = ["BlockingAttachmentAccessWarning", "describe", "executing_async_model"]
+
+
+class BlockingAttachmentAccessWarning(RuntimeWarning):
+    """A sync attachment read blocked a running event loop (guard mode ``warn``,
+    or mode ``raise`` outside async model execution)."""
+
+
+_executing: ContextVar[bool] = ContextVar("llm_async_attachments_executing", default=False)
+_warned: set[str] = set()
+
+
+@contextmanager
+def executing_async_model() -> Iterator[None]:
+    """Mark the enclosed code as an async model's execution, where mode ``raise`` raises."""
+    token = _executing.set(True)
+    try:
+        yield
+    finally:
+        _executing.reset(token)
+
+
+def describe(attachment: Any) -> str:
+    """A short name for an attachment in messages: its URL, its path, or its size."""
+    if getattr(attachment, "url", None):
+        return f"URL {attachment.url}"
+    if getattr(attachment, "path", None):
+        return f"path {attachment.path}"
+    content = getattr(attachment, "content", None)
+    return f"content ({len(content or b'')} bytes)"
+
+
+def check(attachment: Any, method: str) -> None:
+    """Raise or warn if a blocking read of ``attachment`` is about to run on an event loop."""
+    mode = get_config().guard
+    if mode == "off":
+        return
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return  # no loop on this thread: blocking is harmless here
+    what = "download" if not attachment.path else "read"
+    message = (
+        f"llm.Attachment.{method}() on the attachment {describe(attachment)} would "
+        f"{what} it synchronously and block the running event loop. Fix it in one of "
+        "three ways: await llm_async_attachments.prepare_attachments(prompt, "
+        "conversation) before the sync call; or set supports_async_attachments = True "
+        f"on the model and await attachment.{method}(); or run the sync code in a "
+        "worker thread (await asyncio.to_thread(...)). "
+        f"(LLM_ASYNC_ATTACHMENTS_GUARD={mode})"
+    )
+    if mode == "strict" or (mode == "raise" and _executing.get()):
+        raise BlockingAttachmentAccessError(message, attachment=attachment, method=method)
+    if mode == "raise":
+        if method in _warned:
+            return
+        _warned.add(method)
+    warnings.warn(message, BlockingAttachmentAccessWarning, stacklevel=3)
+
+
+def _would_block_type(attachment: Any) -> bool:
+    return not attachment.type and bool(attachment.path or attachment.url)
+
+
+def _would_block_content(attachment: Any) -> bool:
+    return not attachment.content and bool(attachment.path or attachment.url)
+
+
+def _would_block_id(attachment: Any) -> bool:
+    return attachment._id is None and not attachment.content and bool(attachment.path)
+
+
+def _install() -> None:
+    cls = llm.Attachment
+    if getattr(cls, "_llm_async_attachments_patched", False):
+        return
+    original: dict[str, Callable[..., Any]] = {
+        name: getattr(cls, name)
+        for name in ("resolve_type", "content_bytes", "base64_content", "id", "__repr__")
+    }
+
+    def resolve_type(self: llm.Attachment) -> str | None:
+        if _would_block_type(self):
+            state = peek(self)
+            if state is not None and state.type is not UNSET:
+                return state.type  # type: ignore[return-value]
+            check(self, "resolve_type")
+        return original["resolve_type"](self)
+
+    def content_bytes(self: llm.Attachment) -> bytes | None:
+        if _would_block_content(self):
+            state = peek(self)
+            if state is not None and state.content is not None:
+                return state.content
+            check(self, "content_bytes")
+        return original["content_bytes"](self)
+
+    def base64_content(self: llm.Attachment) -> str:
+        if _would_block_content(self):
+            state = peek(self)
+            if state is None or state.content is None:
+                check(self, "base64_content")
+        return original["base64_content"](self)
+
+    def id(self: llm.Attachment) -> str:
+        if _would_block_id(self):
+            state = peek(self)
+            if state is not None and state.id is not None:
+                return state.id
+            check(self, "id")
+        return original["id"](self)
+
+    def __repr__(self: llm.Attachment) -> str:
+        # repr() must never raise: debuggers, loggers and pytest call it.
+        if _would_block_id(self) and (peek(self) is None or peek(self).id is None):
+            try:
+                asyncio.get_running_loop()
+            except RuntimeError:
+                pass
+            else:
+                return f'<Attachment: (unprepared) path="{self.path}">'
+        return original["__repr__"](self)
+
+    for function in (resolve_type, content_bytes, base64_content, id, __repr__):
+        function.__doc__ = original[function.__name__].__doc__
+        function.__wrapped__ = original[function.__name__]  # type: ignore[attr-defined]
+        setattr(cls, function.__name__, function)
+    cls._llm_async_attachments_patched = True  # type: ignore[attr-defined]

@@ -1,0 +1,61 @@
+"""MIME types: normalising headers, sniffing bytes as llm does, matching patterns."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import puremagic
+
+# llm.utils.MIME_TYPE_FIXES, repeated so that sniffing needs no llm import.
+_FIXES = {"audio/wave": "audio/wav"}
+
+# puremagic reads at most this many bytes from the start of a file.
+SNIFF_BYTES = puremagic.main.max_head
+
+
+def normalise(content_type: str | None) -> str | None:
+    """``Text/Plain; charset=UTF-8`` -> ``text/plain``; empty or missing -> ``None``.
+
+    Parameters are dropped so that a server's type compares equal to the plain
+    types in a model's ``attachment_types``.
+    """
+    if not content_type:
+        return None
+    essence = content_type.split(";", 1)[0].strip().lower()
+    if "/" not in essence:
+        return None
+    return _FIXES.get(essence, essence)
+
+
+def usable(content_type: str | None) -> bool:
+    """Whether a server-declared type says anything; ``application/octet-stream`` does not."""
+    return content_type not in (None, "application/octet-stream")
+
+
+def sniff(data: bytes, filename: str | None = None) -> str | None:
+    """The type llm would detect for these bytes (``puremagic`` plus llm's fixes).
+
+    With ``filename`` this equals ``llm.utils.mimetype_from_path`` on a file
+    holding ``data``: puremagic uses the extension to break ties.
+    """
+    if not data:
+        return None
+    try:
+        detected = puremagic.from_string(data, mime=True, filename=filename)
+    except puremagic.PureError:
+        return None
+    return _FIXES.get(detected, detected) or None
+
+
+def matches(content_type: str | None, patterns: Iterable[str]) -> bool:
+    """Whether a type matches any of ``patterns`` (``image/png``, ``image/*``, ``*/*``)."""
+    if content_type is None:
+        return False
+    major = content_type.split("/", 1)[0]
+    for pattern in patterns:
+        pattern = pattern.strip().lower()
+        if pattern in ("*", "*/*", content_type):
+            return True
+        if pattern.endswith("/*") and pattern[:-2] == major:
+            return True
+    return False

@@ -1,0 +1,248 @@
+"""prepare_attachments: find every attachment, resolve types, prefetch content, cache."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from . import mime
+from .budget import Budget, human
+from .config import Config, get_config
+from .errors import AttachmentError
+from .fetch import fetch_content, fetch_type
+from .files import read_path
+from .state import UNSET, Prepared, single_flight, state_of
+
+__all__ = ["PrepareSummary", "UrlPolicy", "prepare_attachments"]
+
+# Hashing more than this on the event loop would stall it for milliseconds.
+_HASH_ON_LOOP_LIMIT = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class PrepareSummary:
+    """What one :func:`prepare_attachments` call did, for logs and metrics."""
+
+    attachments: int
+    """Attachments found in the prompt and conversation."""
+    fetched: int
+    """Attachments that needed I/O in this call (0 when everything was cached)."""
+    bytes_fetched: int
+    """Bytes downloaded or read in this call, after decompression."""
+    requests: int
+    """HTTP requests made in this call, redirects included."""
+    seconds: float
+    """Wall time of the call."""
+
+    def __str__(self) -> str:
+        return (
+            f"{self.attachments} attachments, {self.fetched} fetched "
+            f"({human(self.bytes_fetched)}, {self.requests} requests) "
+            f"in {self.seconds:.3f} s"
+        )
+
+
+async def prepare_attachments(
+    prompt: Any,
+    conversation: Any = None,
+    *,
+    model: Any = None,
+    config: Config | None = None,
+) -> PrepareSummary:
+    """Make every attachment of a prompt readable without I/O, fetching what is missing.
+
+    Finds the attachments of ``prompt`` (its attachments, tool results and
+    message parts) and of every earlier response in ``conversation``
+    (including attachments that responses produced), then, concurrently:
+
+    * resolves each missing type: an explicit ``type`` wins; paths and bytes
+      are sniffed as llm does; URLs by ``HEAD``, or from the ``GET`` that
+      fetches their content;
+    * reads the content of paths and URLs, within ``config.max_bytes`` per
+      attachment and ``config.max_total_bytes`` for the call; except that URL
+      content is not fetched for types the model takes as URLs
+      (``model.supports_attachment_urls``: ``True`` or MIME patterns such as
+      ``{"image/*"}``; ``model`` defaults to ``prompt.model``).
+
+    Results are cached on each attachment, so afterwards its sync
+    ``resolve_type()``, ``content_bytes()``, ``base64_content()`` and ``id()``
+    do no I/O, and preparing again (the next turn) fetches nothing. Raises an
+    :class:`AttachmentError` for the first attachment that fails (in prompt
+    order); the others are cancelled.
+    """
+    started = time.perf_counter()
+    config = config or get_config()
+    if model is None:
+        model = getattr(prompt, "model", None)
+    policy = UrlPolicy(getattr(model, "supports_attachment_urls", False))
+    found = list(collect(prompt, conversation))
+    run = _Run(config, policy)
+    try:
+        async with asyncio.TaskGroup() as group:
+            for attachment in found:
+                group.create_task(run.prepare(attachment, need_content=True))
+    except* AttachmentError as failures:
+        raise _first_failure(failures, found) from None
+    return PrepareSummary(
+        attachments=len(found),
+        fetched=run.fetched,
+        bytes_fetched=run.budget.used,
+        requests=run.requests,
+        seconds=time.perf_counter() - started,
+    )
+
+
+async def prepare_one(attachment: Any, *, need_content: bool, config: Config) -> Prepared:
+    """Prepare a single attachment: its type, and its content when ``need_content``."""
+    await _Run(config, UrlPolicy(False)).prepare(attachment, need_content=need_content)
+    return state_of(attachment)
+
+
+def collect(prompt: Any, conversation: Any = None) -> Iterator[Any]:
+    """Every attachment a model may read for this prompt, each object once, in order."""
+    seen: set[int] = set()
+    sources: list[Any] = [
+        (response.prompt, response) for response in getattr(conversation, "responses", ())
+    ]
+    sources.append((prompt, None))
+    for source_prompt, response in sources:
+        for attachment in _in_prompt(source_prompt):
+            if attachment is not None and id(attachment) not in seen:
+                seen.add(id(attachment))
+                yield attachment
+        for attachment in getattr(response, "attachments", None) or ():
+            if id(attachment) not in seen:
+                seen.add(id(attachment))
+                yield attachment
+
+
+def _in_prompt(prompt: Any) -> Iterator[Any]:
+    yield from getattr(prompt, "attachments", None) or ()
+    for result in getattr(prompt, "tool_results", None) or ():
+        yield from getattr(result, "attachments", None) or ()
+    # llm >= 0.36: Message parts; an explicit messages= list carries the history.
+    for message in getattr(prompt, "messages", None) or ():
+        for part in getattr(message, "parts", ()):
+            yield getattr(part, "attachment", None)
+            yield from getattr(part, "attachments", None) or ()
+
+
+class UrlPolicy:
+    """A model's ``supports_attachment_urls``: which URL attachments it takes as URLs.
+
+    ``True`` means every type, a string or collection of MIME patterns
+    (``"image/*"``, ``"application/pdf"``) means those types, and anything
+    false means none: their content is fetched and inlined.
+    """
+
+    def __init__(self, declared: bool | str | Collection[str] | None) -> None:
+        self.everything = declared is True
+        if isinstance(declared, bool) or not declared:
+            self.patterns: tuple[str, ...] = ()
+        elif isinstance(declared, str):
+            self.patterns = (declared,)
+        else:
+            self.patterns = tuple(declared)
+
+    def accepts(self, content_type: str | None) -> bool:
+        """Whether a URL attachment of this type goes to the model without its content."""
+        return self.everything or mime.matches(content_type, self.patterns)
+
+
+class _Run:
+    """One prepare call: its budget, counters and rules."""
+
+    def __init__(self, config: Config, policy: UrlPolicy) -> None:
+        self.config = config
+        self.policy = policy
+        self.budget = Budget(config.max_bytes, config.max_total_bytes)
+        self.fetched = 0
+        self.requests = 0
+
+    async def prepare(self, attachment: Any, *, need_content: bool) -> None:
+        state = state_of(attachment)
+        await single_flight(state, lambda: self._pending(attachment, state, need_content))
+
+    def _pending(
+        self, attachment: Any, state: Prepared, need_content: bool
+    ) -> Callable[[], Awaitable[None]] | None:
+        """The I/O still needed for this attachment, or ``None`` if it is ready."""
+        if attachment.content:
+            return None  # bytes in hand: llm reads type and id without I/O
+        if attachment.path:
+            if state.content is None:
+                return lambda: self._read_path(attachment, state)
+            return None
+        if not attachment.url:
+            return None
+        if state.content is not None:
+            return None
+        if attachment.type or state.type is not UNSET:
+            known_type = attachment.type or state.type
+            if need_content and not self.policy.accepts(known_type):
+                return lambda: self._fetch(attachment, state, lambda content_type: True)
+            return None
+        if not need_content or self.policy.everything:
+            return lambda: self._fetch_type(attachment, state)
+        return lambda: self._fetch(
+            attachment, state, lambda content_type: not self.policy.accepts(content_type)
+        )
+
+    async def _read_path(self, attachment: Any, state: Prepared) -> None:
+        self.fetched += 1
+        content = await read_path(attachment.path, self.budget.meter(attachment.path))
+        if not attachment.type and state.type is UNSET:
+            state.type = mime.sniff(content, filename=attachment.path)
+        if attachment._id is None:
+            state.id = await _sha256(content)
+        state.content = content
+
+    async def _fetch_type(self, attachment: Any, state: Prepared) -> None:
+        self.fetched += 1
+        fetched = await fetch_type(attachment.url, self.config)
+        self.requests += fetched.requests
+        state.type = fetched.type
+
+    async def _fetch(
+        self, attachment: Any, state: Prepared, wanted: Callable[[str | None], bool]
+    ) -> None:
+        self.fetched += 1
+        meter = self.budget.meter(attachment.url)
+        fetched = await fetch_content(attachment.url, meter, self.config, wanted)
+        self.requests += fetched.requests
+        if not attachment.type:
+            state.type = fetched.type
+        if fetched.content is not None:
+            state.content = fetched.content
+
+
+async def _sha256(content: bytes) -> str:
+    if len(content) <= _HASH_ON_LOOP_LIMIT:
+        return hashlib.sha256(content).hexdigest()
+    return await asyncio.to_thread(lambda: hashlib.sha256(content).hexdigest())
+
+
+def _first_failure(group: BaseExceptionGroup, order: Iterable[Any]) -> AttachmentError:
+    """The failure of the earliest attachment, with the others noted on it."""
+    failures: list[AttachmentError] = []
+    pending: list[BaseExceptionGroup] = [group]
+    while pending:
+        for error in pending.pop().exceptions:
+            if isinstance(error, BaseExceptionGroup):
+                pending.append(error)
+            else:
+                failures.append(error)
+    rank = {_source(attachment): index for index, attachment in enumerate(order)}
+    failures.sort(key=lambda error: rank.get(error.source, len(rank)))
+    first = failures[0]
+    for other in failures[1:]:
+        first.add_note(f"Also failed: {other}")
+    return first
+
+
+def _source(attachment: Any) -> str:
+    return attachment.url or attachment.path or ""

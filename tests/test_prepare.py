@@ -1,0 +1,191 @@
+"""prepare_attachments: finding attachments, caching across turns, URL policy, limits."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+from types import SimpleNamespace
+
+import llm
+import pytest
+
+import llm_async_attachments as laa
+from llm_async_attachments import fetch
+from tests.support import samples
+
+MiB = 1024 * 1024
+
+
+@pytest.fixture
+def echo():
+    return llm.get_async_model("echo")
+
+
+@pytest.fixture
+def urls(file_server):
+    return SimpleNamespace(
+        png=file_server.add("/cat.png", samples.png(), content_type="image/png", latency=0.05),
+        pdf=file_server.add(
+            "/doc.pdf", samples.pdf(), content_type="application/pdf", latency=0.05
+        ),
+    )
+
+
+async def test_a_three_turn_conversation_fetches_each_url_once(file_server, urls, echo):
+    conversation = echo.conversation()
+    attachments = [llm.Attachment(url=urls.png), llm.Attachment(url=urls.pdf)]
+    summaries = []
+    for turn in range(3):
+        prompt = llm.Prompt(f"turn {turn}", echo, attachments=attachments if turn == 0 else [])
+        summaries.append(await laa.prepare_attachments(prompt, conversation))
+        response = llm.AsyncResponse(prompt, echo, stream=False, conversation=conversation)
+        output = json.loads(await response.text())
+    assert [s.requests for s in summaries] == [2, 0, 0]
+    assert [s.attachments for s in summaries] == [2, 2, 2]
+    assert sorted(file_server.requests) == [("GET", "/cat.png"), ("GET", "/doc.pdf")]
+    assert output["previous"] == [{"prompt": "turn 0"}, {"prompt": "turn 1"}]
+
+
+async def test_caching_changes_neither_id_content_nor_equality(urls, echo):
+    attachment = llm.Attachment(url=urls.png)
+    twin = llm.Attachment(url=urls.png)
+    before = attachment.id()
+    twin.id()
+    await laa.prepare_attachments(llm.Prompt("x", echo, attachments=[attachment]))
+    assert attachment.id() == before
+    assert attachment.content is None and attachment.type is None
+    assert attachment == twin
+    assert repr(attachment) == repr(twin)
+
+
+async def test_finds_tool_result_message_part_and_response_attachments(file_server, urls, echo):
+    parts = pytest.importorskip("llm.parts")
+    from_tool = llm.Attachment(
+        url=file_server.add("/tool.png", samples.png(), content_type="image/png")
+    )
+    in_message = llm.Attachment(
+        url=file_server.add("/part.gif", samples.gif(), content_type="image/gif")
+    )
+    produced = llm.Attachment(
+        url=file_server.add("/made.jpg", samples.jpeg(), content_type="image/jpeg")
+    )
+    conversation = echo.conversation()
+    earlier = llm.AsyncResponse(
+        llm.Prompt("before", echo, tool_results=[llm.ToolResult("t", "out", [from_tool])]),
+        echo,
+        stream=False,
+        conversation=conversation,
+    )
+    earlier.attachments.append(produced)
+    conversation.responses.append(earlier)
+    message = parts.Message(role="user", parts=[parts.AttachmentPart(attachment=in_message)])
+    prompt = llm.Prompt(None, echo, messages=[message], attachments=[llm.Attachment(url=urls.png)])
+    summary = await laa.prepare_attachments(prompt, conversation)
+    assert summary.attachments == 4
+    assert {path for _, path in file_server.requests} == {
+        "/tool.png",
+        "/part.gif",
+        "/made.jpg",
+        "/cat.png",
+    }
+    for attachment in (from_tool, in_message, produced):
+        assert attachment.content_bytes()
+
+
+async def test_models_that_take_urls_get_only_a_head(file_server, urls, echo):
+    attachment = llm.Attachment(url=urls.png)
+    model = SimpleNamespace(supports_attachment_urls=True)
+    summary = await laa.prepare_attachments(
+        llm.Prompt("x", echo, attachments=[attachment]), model=model
+    )
+    assert file_server.requests == [("HEAD", "/cat.png")]
+    assert (summary.requests, summary.bytes_fetched) == (1, 0)
+    assert attachment.resolve_type() == "image/png"
+    with pytest.raises(laa.BlockingAttachmentAccessError):
+        attachment.content_bytes()  # not fetched: the model reads the URL itself
+
+
+async def test_url_patterns_decide_per_type_with_one_request_each(file_server, urls, echo):
+    image, pdf = llm.Attachment(url=urls.png), llm.Attachment(url=urls.pdf)
+    typed = llm.Attachment(url=file_server.url("/never-fetched.png"), type="image/png")
+    model = SimpleNamespace(supports_attachment_urls={"image/*"})
+    summary = await laa.prepare_attachments(
+        llm.Prompt("x", echo, attachments=[image, pdf, typed]), model=model
+    )
+    assert sorted(file_server.requests) == [("GET", "/cat.png"), ("GET", "/doc.pdf")]
+    assert summary.requests == 2
+    assert (image.resolve_type(), pdf.resolve_type()) == ("image/png", "application/pdf")
+    assert pdf.content_bytes() == samples.pdf()
+    assert summary.bytes_fetched < len(samples.png()) + len(samples.pdf())
+
+
+async def test_two_tasks_preparing_one_attachment_fetch_it_once(file_server, urls, echo):
+    attachment = llm.Attachment(url=urls.pdf)
+    prompts = [llm.Prompt("x", echo, attachments=[attachment]) for _ in range(5)]
+    summaries = await asyncio.gather(*(laa.prepare_attachments(p) for p in prompts))
+    assert file_server.count() == 1
+    assert sum(s.requests for s in summaries) == 1
+
+
+async def test_a_failure_is_shared_with_tasks_waiting_for_it(file_server, echo):
+    attachment = llm.Attachment(url=file_server.url("/status/404?latency=0.1"))
+    prompts = [llm.Prompt("x", echo, attachments=[attachment]) for _ in range(3)]
+    results = await asyncio.gather(
+        *(laa.prepare_attachments(p) for p in prompts), return_exceptions=True
+    )
+    assert all(isinstance(r, laa.AttachmentHTTPStatusError) for r in results)
+    assert file_server.count() == 1
+
+
+async def test_the_total_cap_covers_the_whole_call(tmp_path, echo):
+    paths = []
+    for index in range(3):
+        path = tmp_path / f"f{index}.bin"
+        path.write_bytes(bytes(MiB))
+        paths.append(llm.Attachment(path=str(path), type="application/octet-stream"))
+    config = dataclasses.replace(laa.get_config(), max_total_bytes=2 * MiB + MiB // 2)
+    with pytest.raises(laa.AttachmentsTotalTooLarge) as caught:
+        await laa.prepare_attachments(llm.Prompt("x", echo, attachments=paths), config=config)
+    assert "over its total limit of 2.5 MiB" in str(caught.value)
+    assert "LLM_ASYNC_ATTACHMENTS_MAX_TOTAL_BYTES" in str(caught.value)
+
+
+async def test_the_first_failure_cancels_the_rest_and_is_raised_alone(file_server, echo):
+    slow = llm.Attachment(url=file_server.url("/drip?size=100&interval=0.05"))
+    broken = llm.Attachment(url=file_server.url("/status/500"))
+    with pytest.raises(laa.AttachmentHTTPStatusError) as caught:
+        await laa.prepare_attachments(llm.Prompt("x", echo, attachments=[slow, broken]))
+    assert caught.value.source == broken.url  # not an ExceptionGroup
+    assert peek_content(slow) is None
+
+
+def peek_content(attachment):
+    from llm_async_attachments.state import peek
+
+    state = peek(attachment)
+    return state and state.content
+
+
+async def test_summary_reads_well_in_a_log(urls, echo):
+    summary = await laa.prepare_attachments(
+        llm.Prompt("x", echo, attachments=[llm.Attachment(url=urls.png)])
+    )
+    assert str(summary).startswith(
+        f"1 attachments, 1 fetched ({len(samples.png())} bytes, 1 requests) in "
+    )
+
+
+def test_each_event_loop_gets_its_own_client_closed_with_the_loop(urls, echo):
+    clients = []
+
+    async def one_turn(url):
+        attachment = llm.Attachment(url=url)
+        await laa.prepare_attachments(llm.Prompt("x", echo, attachments=[attachment]))
+        clients.append(fetch._pools[asyncio.get_running_loop()][8, 10.0].client)
+        return attachment.content_bytes()
+
+    for _ in range(3):
+        assert asyncio.run(one_turn(urls.png)) == samples.png()
+    assert len({id(client) for client in clients}) == 3
+    assert all(client.is_closed for client in clients)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -21,30 +20,9 @@ import llm
 import llm_async_attachments as laa
 from tests.support import samples
 from tests.support.fileserver import FileServer
+from tests.support.stall import measure
 
 TURNS = 3
-
-
-async def largest_stall(work) -> tuple[float, float]:
-    """Run ``work()`` beside a 1 ms ticker; return (largest gap in ms, wall seconds)."""
-    gaps = [0.0]
-    done = asyncio.Event()
-
-    async def ticker():
-        last = time.perf_counter()
-        while not done.is_set():
-            await asyncio.sleep(0.001)
-            now = time.perf_counter()
-            gaps.append(now - last - 0.001)
-            last = now
-
-    async with asyncio.TaskGroup() as group:
-        group.create_task(ticker())
-        await asyncio.sleep(0.01)  # let the ticker start before the work
-        started = time.perf_counter()
-        await work()
-        done.set()
-    return max(gaps) * 1000, time.perf_counter() - started
 
 
 async def conversation(urls: list[str], prepared: bool) -> None:
@@ -86,10 +64,8 @@ def main() -> None:
                     content_type="image/png" if body == "png" else "application/pdf",
                     latency=0.05,
                 )
-            stall, wall = asyncio.run(
-                largest_stall(functools.partial(conversation, urls, prepared))
-            )
-            rows.append((label, server.count(), stall, wall))
+            measured = asyncio.run(measure(functools.partial(conversation, urls, prepared)))
+            rows.append((label, server.count(), measured.largest_stall_ms, measured.wall_s))
     print(f"{TURNS}-turn conversation, PNG + PDF URL attachments (2 MiB each, 50 ms latency)\n")
     print(f"{'':28} {'HTTP requests':>14} {'largest stall':>14} {'wall time':>10}")
     for label, requests, stall, wall in rows:

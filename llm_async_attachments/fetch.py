@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import importlib
 import ssl
+import threading
 import weakref
 import zlib
 from collections.abc import AsyncIterator, Callable
@@ -317,7 +318,13 @@ class _Pool:
     closer: AsyncIterator[None]
 
 
-_pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[int, float], _Pool]] = (
+@dataclass
+class _LoopPools:
+    making: asyncio.Lock
+    pools: dict[tuple[int, float], _Pool]
+
+
+_pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopPools] = (
     weakref.WeakKeyDictionary()
 )
 
@@ -327,24 +334,31 @@ async def _pool_for_running_loop(concurrency: int, idle_timeout: float) -> _Pool
 
     One client per loop (and per concurrency and timeout setting): an httpx
     client is bound to the loop its connections were made on and must never
-    be used from another.
+    be used from another. When many fetches start at once, one makes the pool
+    and the others wait for it.
     """
-    verify = await _ssl_context()
     loop = asyncio.get_running_loop()
-    pools = _pools.setdefault(loop, {})
-    pool = pools.get((concurrency, idle_timeout))
-    if pool is None:
-        # No await from here to the assignment: two tasks must not both make a pool.
-        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-        client = httpx.AsyncClient(
-            limits=limits, headers=_HEADERS, timeout=httpx.Timeout(idle_timeout), verify=verify
-        )
-        closer = _close_at_loop_shutdown(client)
-        pool = pools[concurrency, idle_timeout] = _Pool(
-            client, asyncio.Semaphore(concurrency), closer
-        )
-        await anext(closer)
-    return pool
+    registry = _pools.get(loop)
+    if registry is None:
+        registry = _pools[loop] = _LoopPools(asyncio.Lock(), {})
+    key = (concurrency, idle_timeout)
+    if key not in registry.pools:
+        async with registry.making:
+            if key not in registry.pools:
+                verify = await _ssl_context()
+                limits = httpx.Limits(
+                    max_connections=concurrency, max_keepalive_connections=concurrency
+                )
+                client = httpx.AsyncClient(
+                    limits=limits,
+                    headers=_HEADERS,
+                    timeout=httpx.Timeout(idle_timeout),
+                    verify=verify,
+                )
+                closer = _close_at_loop_shutdown(client)
+                await anext(closer)
+                registry.pools[key] = _Pool(client, asyncio.Semaphore(concurrency), closer)
+    return registry.pools[key]
 
 
 async def _ssl_context() -> ssl.SSLContext:
@@ -354,19 +368,22 @@ async def _ssl_context() -> ssl.SSLContext:
     httpcore, h11 and anyio on first connect (another 40 ms): done on the
     event loop, both would stall it.
     """
-    global _ssl
-    if _ssl is None:
-        _ssl = await asyncio.to_thread(_first_use)
-    return _ssl
+    return _ssl or await asyncio.to_thread(_first_use)
 
 
 def _first_use() -> ssl.SSLContext:
-    for module in _TRANSPORT_MODULES:
-        with contextlib.suppress(ImportError):
-            importlib.import_module(module)
-    return httpx.create_ssl_context()
+    global _ssl
+    with _ssl_lock:
+        if _ssl is None:
+            for module in _TRANSPORT_MODULES:
+                with contextlib.suppress(ImportError):
+                    importlib.import_module(module)
+            _ssl = httpx.create_ssl_context()
+        return _ssl
 
 
+_ssl: ssl.SSLContext | None = None
+_ssl_lock = threading.Lock()
 _TRANSPORT_MODULES = (
     "httpcore",
     "h11",
@@ -374,9 +391,6 @@ _TRANSPORT_MODULES = (
     "anyio._backends._asyncio",
     "httpcore._backends.anyio",
 )
-
-
-_ssl: ssl.SSLContext | None = None
 
 
 async def _close_at_loop_shutdown(client: httpx.AsyncClient) -> AsyncIterator[None]:

@@ -182,7 +182,7 @@ def test_each_event_loop_gets_its_own_client_closed_with_the_loop(urls, echo):
     async def one_turn(url):
         attachment = llm.Attachment(url=url)
         await laa.prepare_attachments(llm.Prompt("x", echo, attachments=[attachment]))
-        clients.append(fetch._pools[asyncio.get_running_loop()][8, 10.0].client)
+        clients.append(fetch._pools[asyncio.get_running_loop()].pools[8, 10.0].client)
         return attachment.content_bytes()
 
     for _ in range(3):

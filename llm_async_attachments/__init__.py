@@ -21,6 +21,7 @@ from .errors import (
     UnsupportedAttachmentURL,
 )
 from .guard import BlockingAttachmentAccessWarning
+from .hook import prepare_before_execute
 from .prepare import PrepareSummary, UrlPolicy, prepare_attachments
 
 __all__ = [
@@ -43,6 +44,7 @@ __all__ = [
     "configure",
     "get_config",
     "prepare_attachments",
+    "prepare_before_execute",
     "to_async",
 ]
 

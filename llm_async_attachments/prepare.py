@@ -12,6 +12,7 @@ from typing import Any
 from . import mime
 from .budget import Budget, human
 from .config import Config, get_config
+from .declarations import url_support
 from .errors import AttachmentError
 from .fetch import fetch_content, fetch_type
 from .files import read_path
@@ -66,19 +67,20 @@ async def prepare_attachments(
       attachment and ``config.max_total_bytes`` for the call; except that URL
       content is not fetched for types the model takes as URLs
       (``model.supports_attachment_urls``: ``True`` or MIME patterns such as
-      ``{"image/*"}``; ``model`` defaults to ``prompt.model``).
+      ``{"image/*"}``, or the known behaviour of llm's OpenAI models;
+      ``model`` defaults to ``prompt.model``).
 
     Results are cached on each attachment, so afterwards its sync
     ``resolve_type()``, ``content_bytes()``, ``base64_content()`` and ``id()``
-    do no I/O, and preparing again (the next turn) fetches nothing. Raises an
-    :class:`AttachmentError` for the first attachment that fails (in prompt
-    order); the others are cancelled.
+    do no I/O, and preparing again (the next turn) fetches nothing. The first
+    attachment to fail raises its :class:`AttachmentError` and cancels the
+    rest (failures at the same moment are added to it as notes).
     """
     started = time.perf_counter()
     config = config or get_config()
     if model is None:
         model = getattr(prompt, "model", None)
-    policy = UrlPolicy(getattr(model, "supports_attachment_urls", False))
+    policy = UrlPolicy(url_support(model))
     found = list(collect(prompt, conversation))
     run = _Run(config, policy)
     try:

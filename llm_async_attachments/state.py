@@ -35,6 +35,8 @@ class Prepared:
     type: str | _Unset | None = UNSET
     content: bytes | None = None
     id: str | None = None
+    check_type: bool = False
+    """llm's type check was deferred from ``model.prompt()`` to the prepare step."""
     _flight: tuple[asyncio.AbstractEventLoop, asyncio.Future[Any]] | None = field(
         default=None, repr=False
     )

@@ -5,10 +5,12 @@ from __future__ import annotations
 import inspect
 
 import llm
+import openai
 import pytest
 
 import llm_async_attachments as laa
 from tests.support.fileserver import FileServer
+from tests.support.openai_server import OpenAIServer
 
 # pyleak's default (200 ms) would let a blocking fetch on loopback pass unseen.
 BLOCKING_THRESHOLD = 0.1
@@ -23,8 +25,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="session", autouse=True)
 def _llm_plugins_loaded():
-    """Load llm's plugins before any event loop runs: importing them blocks for a while."""
+    """Load llm's plugins, and the openai client's lazy modules, before any loop runs.
+
+    Importing them takes hundreds of milliseconds, once per process: that is
+    llm's and openai's start-up, not attachment I/O, and would trip pyleak.
+    """
     llm.get_async_models()
+    client = openai.AsyncOpenAI(api_key="unused", base_url="http://127.0.0.1:9/v1")
+    _ = client.chat.completions, client.responses
 
 
 @pytest.fixture(autouse=True)
@@ -47,3 +55,20 @@ def file_server(_file_server: FileServer) -> FileServer:
     """A real HTTP server on 127.0.0.1, emptied and with a fresh request log per test."""
     _file_server.reset()
     return _file_server
+
+
+@pytest.fixture(scope="session")
+def _openai_server():
+    server = OpenAIServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def openai_server(_openai_server: OpenAIServer, monkeypatch, tmp_path) -> OpenAIServer:
+    """A loopback OpenAI-compatible API that llm's own OpenAI models talk to."""
+    _openai_server.reset()
+    monkeypatch.setenv("OPENAI_BASE_URL", _openai_server.base_url)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-loopback")
+    monkeypatch.setenv("LLM_USER_PATH", str(tmp_path / "llm-user"))
+    return _openai_server

@@ -1,0 +1,153 @@
+"""Preparing attachments before an async model's ``execute()`` runs.
+
+:func:`prepare_before_execute` changes one async model instance (or class) so
+that every response it runs first awaits :func:`prepare_attachments` for the
+prompt and its conversation, then runs the model's own ``execute()`` inside
+the guard's "async model execution" context. The llm plugin applies it to
+every async model llm hands out; anyone can apply it to a model built by hand.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import AsyncGenerator, Callable
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any, TypeVar
+
+import llm
+
+from .guard import executing_async_model
+from .prepare import prepare_attachments
+from .state import UNSET, peek, state_of
+from .views import Views
+
+__all__ = ["prepare_before_execute"]
+
+M = TypeVar("M")
+_MARK = "_llm_async_attachments_prepares"
+# (model, prompt) pairs whose execute() is running under one of our wrappers:
+# a second wrapper around the same model (another plugin's re-wrap) must not
+# prepare again.
+_running: ContextVar[frozenset[tuple[int, int]]] = ContextVar(
+    "llm_async_attachments_running", default=frozenset()
+)
+
+
+def prepare_before_execute(target: M) -> M:
+    """Make an async model, or an async model class, prepare attachments first.
+
+    For an instance (``model = prepare_before_execute(MyAsyncModel())``) the
+    model stays an instance of its own class with all its attributes; only
+    its ``execute`` and ``_validate_attachments`` are wrapped. As a class
+    decorator it wraps the methods of the class. Applying it twice is
+    harmless: it returns the target unchanged. Sync models are refused with
+    ``TypeError``: they do not run on an event loop.
+    """
+    if isinstance(target, type):
+        if not issubclass(target, (llm.AsyncModel, llm.AsyncKeyModel)):
+            raise TypeError(f"{target.__name__} is not an llm async model class")
+        if not getattr(target.execute, _MARK, False):
+            execute, validate = target.execute, target._validate_attachments
+
+            @functools.wraps(execute)
+            def execute_method(self: Any, prompt: Any, *args: Any, **kwargs: Any) -> Any:
+                run = functools.partial(execute, self)
+                checks = functools.partial(validate, self)
+                return _prepared(self, run, checks, prompt, args, kwargs)
+
+            @functools.wraps(validate)
+            def validate_method(self: Any, attachments: Any = None) -> None:
+                _validate_without_io(self, functools.partial(validate, self), attachments)
+
+            setattr(execute_method, _MARK, True)
+            target.execute = execute_method  # type: ignore[attr-defined]
+            target._validate_attachments = validate_method  # type: ignore[attr-defined]
+        return target
+    if not isinstance(target, (llm.AsyncModel, llm.AsyncKeyModel)):
+        raise TypeError(f"{target!r} is not an llm async model")
+    model: Any = target
+    if getattr(model.execute, _MARK, False):
+        return target
+    execute, validate = model.execute, model._validate_attachments
+
+    @functools.wraps(execute)
+    def execute_instance(prompt: Any, *args: Any, **kwargs: Any) -> Any:
+        return _prepared(model, execute, validate, prompt, args, kwargs)
+
+    setattr(execute_instance, _MARK, True)
+    model.execute = execute_instance
+    model._validate_attachments = functools.partial(_validate_without_io, model, validate)
+    return target
+
+
+def _needs_io_to_type(attachment: Any) -> bool:
+    if attachment.type or not (attachment.path or attachment.url):
+        return False
+    state = peek(attachment)
+    return state is None or state.type is UNSET
+
+
+def _validate_without_io(
+    model: Any, validate: Callable[..., None], attachments: Any = None
+) -> None:
+    """llm's attachment checks, minus those that need I/O: they run after prepare."""
+    if attachments and not model.attachment_types:
+        raise ValueError("This model does not support attachments")
+    ready = []
+    for attachment in attachments or ():
+        if _needs_io_to_type(attachment):
+            state_of(attachment).check_type = True
+        else:
+            ready.append(attachment)
+    validate(ready)
+
+
+async def _prepared(
+    model: Any,
+    execute: Callable[..., AsyncGenerator[Any, None]],
+    validate: Callable[..., None],
+    prompt: Any,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> AsyncGenerator[Any, None]:
+    key = (id(model), id(prompt))
+    running = _running.get()
+    if key not in running:
+        conversation = kwargs.get("conversation", args[2] if len(args) > 2 else None)
+        await prepare_attachments(prompt, conversation, model=model)
+        deferred = [a for a in prompt.attachments if getattr(peek(a), "check_type", False)]
+        validate(deferred)  # llm's own ValueError, now without I/O
+        for attachment in deferred:
+            state_of(attachment).check_type = False
+        if getattr(model, "supports_async_attachments", False):
+            views = Views()
+            prompt = views.prompt(prompt)
+            if "conversation" in kwargs:
+                kwargs = {**kwargs, "conversation": views.conversation(conversation)}
+            elif len(args) > 2:
+                args = (*args[:2], views.conversation(conversation), *args[3:])
+    generator = execute(prompt, *args, **kwargs)
+
+    @contextmanager
+    def inside() -> Any:
+        token = _running.set(running | {key})
+        try:
+            with executing_async_model():
+                yield
+        finally:
+            _running.reset(token)
+
+    # The model's code runs only inside the context; the caller's code,
+    # between chunks, runs outside it.
+    try:
+        while True:
+            with inside():
+                try:
+                    chunk = await anext(generator)
+                except StopAsyncIteration:
+                    return
+            yield chunk
+    finally:
+        with inside():
+            await generator.aclose()

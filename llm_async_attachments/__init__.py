@@ -7,7 +7,7 @@ Importing this package installs the guard on ``llm.Attachment`` (see
 from . import attachment as _attachment
 from . import guard as _guard
 from .attachment import AsyncAttachment, to_async
-from .config import Config, GuardMode, configure, get_config
+from .config import Config, configure, get_config
 from .errors import (
     AttachmentError,
     AttachmentFetchError,
@@ -36,7 +36,6 @@ __all__ = [
     "BlockingAttachmentAccessError",
     "BlockingAttachmentAccessWarning",
     "Config",
-    "GuardMode",
     "PrepareSummary",
     "TooManyRedirects",
     "UnsupportedAttachmentURL",

@@ -6,7 +6,7 @@ import dataclasses
 import math
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, get_args
 
 __all__ = ["Config", "GuardMode", "configure", "get_config"]
@@ -27,23 +27,32 @@ class Config:
     ``dataclasses.replace(config, max_bytes=...)``.
     """
 
-    max_bytes: int = 32 * MiB
-    """Largest attachment, in decoded bytes, that may be read into memory."""
-
-    max_total_bytes: int = 128 * MiB
-    """Most bytes one ``prepare_attachments`` call may read, over all attachments."""
-
-    concurrency: int = 8
-    """Attachments fetched or read at once, per event loop."""
-
-    timeout: float = 10.0
-    """Seconds to wait for a connection, or between two reads, before giving up."""
-
-    deadline: float = 60.0
-    """Seconds one attachment may take in all: redirects, headers and body."""
-
-    guard: GuardMode = "raise"
-    """What a blocking sync read of an unprepared attachment on an event loop does."""
+    max_bytes: int = field(
+        default=32 * MiB,
+        metadata={"doc": "Largest attachment, in decoded bytes, that may be read into memory."},
+    )
+    max_total_bytes: int = field(
+        default=128 * MiB,
+        metadata={"doc": "Most bytes one `prepare_attachments` call may read, all attachments."},
+    )
+    concurrency: int = field(
+        default=8, metadata={"doc": "URL attachments fetched at once, per event loop."}
+    )
+    timeout: float = field(
+        default=10.0,
+        metadata={"doc": "Seconds to wait for a connection, or between two reads."},
+    )
+    deadline: float = field(
+        default=60.0,
+        metadata={"doc": "Seconds one attachment may take in all: redirects, headers, body."},
+    )
+    guard: GuardMode = field(
+        default="raise",
+        metadata={
+            "doc": "What a blocking sync read on an event loop does: "
+            "`raise`, `strict`, `warn` or `off`."
+        },
+    )
 
     def __post_init__(self) -> None:
         for name in ("max_bytes", "max_total_bytes", "concurrency"):
@@ -73,13 +82,13 @@ class Config:
         """
         environ = os.environ if environ is None else environ
         values: dict[str, object] = {}
-        for field in dataclasses.fields(cls):
-            name = ENV_PREFIX + field.name.upper()
+        for each in dataclasses.fields(cls):
+            name = ENV_PREFIX + each.name.upper()
             raw = environ.get(name, "").strip()
             if not raw:
                 continue
             try:
-                values[field.name] = _PARSERS[field.name](raw)
+                values[each.name] = _PARSERS[each.name](raw)
             except ValueError as exc:
                 raise ValueError(f"{name}={raw!r} is not valid: {exc}") from None
         try:

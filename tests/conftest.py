@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import inspect
 
-import llm
-import openai
 import pytest
 
 import llm_async_attachments as laa
 from tests.support.fileserver import FileServer
 from tests.support.openai_server import OpenAIServer
+from tests.support.scenario import warm_up
 
 # pyleak's default (200 ms) would let a blocking fetch on loopback pass unseen.
 BLOCKING_THRESHOLD = 0.1
@@ -30,9 +29,7 @@ def _llm_plugins_loaded():
     Importing them takes hundreds of milliseconds, once per process: that is
     llm's and openai's start-up, not attachment I/O, and would trip pyleak.
     """
-    llm.get_async_models()
-    client = openai.AsyncOpenAI(api_key="unused", base_url="http://127.0.0.1:9/v1")
-    _ = client.chat.completions, client.responses
+    warm_up()
 
 
 @pytest.fixture(autouse=True)

@@ -4,7 +4,8 @@
 that every response it runs first awaits :func:`prepare_attachments` for the
 prompt and its conversation, then runs the model's own ``execute()`` inside
 the guard's "async model execution" context. The llm plugin applies it to
-every async model llm hands out; anyone can apply it to a model built by hand.
+the class of every async model registered with llm; anyone can apply it to
+another model or class.
 """
 
 from __future__ import annotations

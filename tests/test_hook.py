@@ -49,7 +49,7 @@ async def test_an_unsupported_url_type_raises_llms_own_error_on_await(file_serve
 def llm_alone_error(model, url) -> str:
     """llm's own check, run on a worker thread where its blocking HEAD is harmless."""
     try:
-        type(model)._validate_attachments(model, [llm.Attachment(url=url)])
+        llm.AsyncModel._validate_attachments(model, [llm.Attachment(url=url)])  # unwrapped
     except ValueError as error:
         return str(error)
     raise AssertionError("llm accepted the attachment")

@@ -1,9 +1,12 @@
-# Every target creates .venv and installs what it needs when missing.
+# Every target creates its virtualenv and installs what it needs when missing.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
+# The oldest llm this package supports, with the newest llm-echo that runs on it.
+OLDEST_VENV := .venv-oldest
+OLDEST_PINS := llm==0.30 llm-echo==0.4
 
-.PHONY: demo test lint clean
+.PHONY: demo test test-oldest lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -13,15 +16,25 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@
 
+$(OLDEST_VENV)/.installed: pyproject.toml Makefile
+	$(PYTHON) -m venv $(OLDEST_VENV)
+	$(OLDEST_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(OLDEST_VENV)/bin/pip install --quiet -e '.[test]' $(OLDEST_PINS)
+	touch $@
+
 demo: $(VENV)/.installed
 	$(BIN)/python demo/demo.py
 
 test: $(VENV)/.installed
 	$(BIN)/pytest
 
+test-oldest: $(OLDEST_VENV)/.installed
+	$(OLDEST_VENV)/bin/python -c "import llm, importlib.metadata as m; print('llm', m.version('llm'))"
+	$(OLDEST_VENV)/bin/pytest
+
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) $(OLDEST_VENV) .pytest_cache .ruff_cache *.egg-info

@@ -12,7 +12,7 @@ from llm.migrations import migrate
 
 import llm_async_attachments as laa
 from llm_async_attachments import hook
-from tests.support import samples
+from tests.support import LLM_HAS_MESSAGES, samples
 from tests.support.models import AsyncReader, Reader
 
 
@@ -91,27 +91,33 @@ async def test_a_plain_plugin_reads_prepared_attachments_under_the_strict_guard(
 
 
 async def test_opted_in_plugins_see_async_attachments_everywhere(file_server, png_url, pdf_url):
-    parts = pytest.importorskip("llm.parts")
     model = laa.prepare_before_execute(AsyncReader())
     conversation = model.conversation()
     first = llm.Attachment(url=png_url)
     await conversation.prompt("one", attachments=[first]).text()
-    in_message = llm.Attachment(url=pdf_url)
-    message = parts.Message(role="user", parts=[parts.AttachmentPart(attachment=in_message)])
     tool_attachment = llm.Attachment(content=samples.gif())
+    extra, expected_types = {}, {"image/gif"}
+    if LLM_HAS_MESSAGES:  # llm >= 0.36: attachment parts of messages=
+        from llm import parts
+
+        in_message = llm.Attachment(url=pdf_url)
+        part = parts.AttachmentPart(attachment=in_message)
+        extra["messages"] = [parts.Message(role="user", parts=[part])]
+        expected_types.add("application/pdf")
     response = model.prompt(
-        None, messages=[message], tool_results=[llm.ToolResult("t", "out", [tool_attachment])]
+        "x", tool_results=[llm.ToolResult("t", "out", [tool_attachment])], **extra
     )
     seen = json.loads(await response.text())
     assert model.kinds == {"AsyncAttachment"}
-    assert {row[0] for row in seen} == {"application/pdf", "image/gif"}
+    assert {row[0] for row in seen} == expected_types
     later = json.loads(await conversation.prompt("two").text())
     assert later[0][0] == "image/png" and model.kinds == {"AsyncAttachment"}
     # What the caller passed in is untouched.
     assert conversation.responses[0].prompt.attachments == [first]
     assert type(conversation.responses[0].prompt.attachments[0]) is llm.Attachment
-    assert type(response.prompt.messages[0].parts[0].attachment) is llm.Attachment
     assert type(response.prompt.tool_results[0].attachments[0]) is llm.Attachment
+    if LLM_HAS_MESSAGES:
+        assert type(response.prompt.messages[0].parts[0].attachment) is llm.Attachment
 
 
 async def test_logs_are_exactly_what_llm_writes_without_the_plugin(tmp_path):
@@ -132,7 +138,9 @@ async def test_logs_are_exactly_what_llm_writes_without_the_plugin(tmp_path):
         for response in responses:
             await response.text()
         ids = [r.id for r in responses] + [conversation.id]
-        databases.append(await asyncio.to_thread(log_and_dump, responses, ids))
+        # llm < 0.36 has no AsyncResponse.log_to_db(); 0.36's does exactly this conversion.
+        logged = [await r.to_sync_response() for r in responses]
+        databases.append(await asyncio.to_thread(log_and_dump, logged, ids))
     assert databases[0] == databases[1]
     assert databases[0]["attachments"]
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import llm
 import pytest
 
-from tests.support import samples
+from tests.support import LLM_HAS_MESSAGES, samples
 from tests.support.scenario import three_turns
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,11 +49,11 @@ async def test_three_turns_fetch_each_url_once_and_send_identical_requests(
     file_server, openai_server, urls
 ):
     alone = await run_llm_alone(*urls)
-    assert Counter(file_server.requests) == {
-        ("HEAD", "/cat.png"): 10,
-        ("HEAD", "/doc.pdf"): 7,
-        ("GET", "/doc.pdf"): 3,
-    }
+    if LLM_HAS_MESSAGES:  # llm >= 0.36 validates in conversation.prompt(), resends history
+        expected = {("HEAD", "/cat.png"): 10, ("HEAD", "/doc.pdf"): 7, ("GET", "/doc.pdf"): 3}
+    else:  # llm 0.30's OpenAI plugin drops earlier turns' attachments from the history
+        expected = {("HEAD", "/cat.png"): 3, ("HEAD", "/doc.pdf"): 2, ("GET", "/doc.pdf"): 1}
+    assert Counter(file_server.requests) == expected
     assert alone["largest_stall_ms"] > LATENCY * 1000  # llm alone blocks on every fetch
     bodies_alone = list(openai_server.bodies)
 

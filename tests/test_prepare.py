@@ -12,7 +12,7 @@ import pytest
 
 import llm_async_attachments as laa
 from llm_async_attachments import fetch
-from tests.support import samples
+from tests.support import LLM_HAS_MESSAGES, samples
 
 MiB = 1024 * 1024
 
@@ -37,7 +37,12 @@ async def test_a_three_turn_conversation_fetches_each_url_once(file_server, urls
     attachments = [llm.Attachment(url=urls.png), llm.Attachment(url=urls.pdf)]
     summaries = []
     for turn in range(3):
-        prompt = llm.Prompt(f"turn {turn}", echo, attachments=attachments if turn == 0 else [])
+        prompt = llm.Prompt(
+            f"turn {turn}",
+            echo,
+            attachments=attachments if turn == 0 else [],
+            options=echo.Options(),  # llm < 0.36 defaults Prompt.options to {}
+        )
         summaries.append(await laa.prepare_attachments(prompt, conversation))
         response = llm.AsyncResponse(prompt, echo, stream=False, conversation=conversation)
         output = json.loads(await response.text())
@@ -60,16 +65,11 @@ async def test_caching_changes_neither_id_content_nor_equality(urls, echo):
 
 
 async def test_finds_tool_result_message_part_and_response_attachments(file_server, urls, echo):
-    parts = pytest.importorskip("llm.parts")
-    from_tool = llm.Attachment(
-        url=file_server.add("/tool.png", samples.png(), content_type="image/png")
-    )
-    in_message = llm.Attachment(
-        url=file_server.add("/part.gif", samples.gif(), content_type="image/gif")
-    )
-    produced = llm.Attachment(
-        url=file_server.add("/made.jpg", samples.jpeg(), content_type="image/jpeg")
-    )
+    def served(name, data, content_type):
+        return llm.Attachment(url=file_server.add(name, data, content_type=content_type))
+
+    from_tool = served("/tool.png", samples.png(), "image/png")
+    produced = served("/made.jpg", samples.jpeg(), "image/jpeg")
     conversation = echo.conversation()
     earlier = llm.AsyncResponse(
         llm.Prompt("before", echo, tool_results=[llm.ToolResult("t", "out", [from_tool])]),
@@ -79,18 +79,20 @@ async def test_finds_tool_result_message_part_and_response_attachments(file_serv
     )
     earlier.attachments.append(produced)
     conversation.responses.append(earlier)
-    message = parts.Message(role="user", parts=[parts.AttachmentPart(attachment=in_message)])
-    prompt = llm.Prompt(None, echo, messages=[message], attachments=[llm.Attachment(url=urls.png)])
+    expected = {"/tool.png", "/made.jpg", "/cat.png"}
+    extra = {}
+    if LLM_HAS_MESSAGES:  # llm >= 0.36: attachment parts of messages=
+        from llm import parts
+
+        in_message = served("/part.gif", samples.gif(), "image/gif")
+        part = parts.AttachmentPart(attachment=in_message)
+        extra["messages"] = [parts.Message(role="user", parts=[part])]
+        expected.add("/part.gif")
+    prompt = llm.Prompt("now", echo, attachments=[llm.Attachment(url=urls.png)], **extra)
     summary = await laa.prepare_attachments(prompt, conversation)
-    assert summary.attachments == 4
-    assert {path for _, path in file_server.requests} == {
-        "/tool.png",
-        "/part.gif",
-        "/made.jpg",
-        "/cat.png",
-    }
-    for attachment in (from_tool, in_message, produced):
-        assert attachment.content_bytes()
+    assert summary.attachments == len(expected)
+    assert {path for _, path in file_server.requests} == expected
+    assert from_tool.content_bytes() and produced.content_bytes()
 
 
 async def test_models_that_take_urls_get_only_a_head(file_server, urls, echo):

@@ -141,7 +141,7 @@ class _Session:
                 "server is up, or raise LLM_ASYNC_ATTACHMENTS_TIMEOUT (Config.timeout).",
                 source=self.url,
             ) from exc
-        if isinstance(exc, httpx.TransportError):
+        if isinstance(exc, httpx.HTTPError):
             raise AttachmentFetchError(
                 f"Attachment {self.url} could not be downloaded: "
                 f"{type(exc).__name__}: {str(exc) or 'connection lost'}. Check the URL "

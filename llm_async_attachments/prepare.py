@@ -13,7 +13,6 @@ from . import mime
 from .budget import Budget, human
 from .config import Config, get_config
 from .declarations import url_support
-from .errors import AttachmentError
 from .fetch import fetch_content, fetch_type
 from .files import read_path
 from .state import UNSET, Prepared, single_flight, state_of
@@ -87,7 +86,7 @@ async def prepare_attachments(
         async with asyncio.TaskGroup() as group:
             for attachment in found:
                 group.create_task(run.prepare(attachment, need_content=True))
-    except* AttachmentError as failures:
+    except BaseExceptionGroup as failures:
         raise _first_failure(failures, found) from None
     return PrepareSummary(
         attachments=len(found),
@@ -228,9 +227,9 @@ async def _sha256(content: bytes) -> str:
     return await asyncio.to_thread(lambda: hashlib.sha256(content).hexdigest())
 
 
-def _first_failure(group: BaseExceptionGroup, order: Iterable[Any]) -> AttachmentError:
-    """The failure of the earliest attachment, with the others noted on it."""
-    failures: list[AttachmentError] = []
+def _first_failure(group: BaseExceptionGroup, order: Iterable[Any]) -> BaseException:
+    """One exception, not a group: the earliest attachment's, with the others noted on it."""
+    failures: list[BaseException] = []
     pending: list[BaseExceptionGroup] = [group]
     while pending:
         for error in pending.pop().exceptions:
@@ -239,7 +238,7 @@ def _first_failure(group: BaseExceptionGroup, order: Iterable[Any]) -> Attachmen
             else:
                 failures.append(error)
     rank = {_source(attachment): index for index, attachment in enumerate(order)}
-    failures.sort(key=lambda error: rank.get(error.source, len(rank)))
+    failures.sort(key=lambda error: rank.get(getattr(error, "source", None), len(rank)))
     first = failures[0]
     for other in failures[1:]:
         first.add_note(f"Also failed: {other}")

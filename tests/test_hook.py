@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from unittest.mock import ANY
 
 import llm
 import pytest
@@ -172,15 +173,21 @@ async def test_tool_results_carrying_url_attachments_are_prepared_in_a_chain(fil
         return llm.ToolOutput("taken", attachments=[llm.Attachment(url=png_url)])
 
     model = laa.prepare_before_execute(Reader())
-    tool_call = json.dumps({"tool_calls": [{"name": "snapshot"}]})
-    echo = llm.get_async_model("echo")
-    chain = echo.chain(tool_call, tools=[snapshot])
-    texts = [await r.text() async for r in chain.responses()]
-    assert len(texts) == 2
-    tool_results = chain._responses[-1].prompt.tool_results
-    reader_response = model.prompt("look", tool_results=tool_results)
-    seen = json.loads(await reader_response.text())
-    assert seen == [["image/png", len(samples.png()), seen[0][2]]]
+    chain = model.chain("call snapshot", tools=[snapshot])
+    texts = [await response.text() async for response in chain.responses()]
+    assert texts[0] == "calling"
+    assert json.loads(texts[1]) == [["image/png", len(samples.png()), ANY]]
+    assert file_server.requests == [("GET", "/cat.png")]
+
+
+@pytest.mark.skipif(not LLM_HAS_MESSAGES, reason="messages= prompts arrived in llm 0.36")
+async def test_messages_prompts_are_prepared(file_server, png_url):
+    from llm import parts
+
+    part = parts.AttachmentPart(attachment=llm.Attachment(url=png_url))
+    model = llm.get_async_model("echo")
+    response = model.prompt(messages=[parts.Message(role="user", parts=[part])])
+    await response.text()
     assert file_server.requests == [("GET", "/cat.png")]
 
 

@@ -23,7 +23,10 @@ def every_attachment(prompt: Any, conversation: Any) -> list[Any]:
 
 
 class Reader(llm.AsyncModel):
-    """A plugin as most are today: sync attachment reads inside async execute()."""
+    """A plugin as most are today: sync attachment reads inside async execute().
+
+    A prompt ``"call NAME"`` makes it call the tool ``NAME`` first.
+    """
 
     model_id = "reader"
     attachment_types = frozenset({"image/png", "image/gif", "application/pdf", "audio/wav"})
@@ -33,6 +36,10 @@ class Reader(llm.AsyncModel):
     async def execute(
         self, prompt: Any, stream: bool, response: Any, conversation: Any = None
     ) -> AsyncGenerator[str, None]:
+        if prompt.prompt.startswith("call ") and not prompt.tool_results:
+            response.add_tool_call(llm.ToolCall(name=prompt.prompt[5:], arguments={}))
+            yield "calling"
+            return
         attachments = every_attachment(prompt, conversation)
         self.kinds = {type(a).__name__ for a in attachments}
         yield json.dumps(

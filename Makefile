@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 OLDEST_VENV := .venv-oldest
 OLDEST_PINS := llm==0.30 llm-echo==0.4
 
-.PHONY: demo test test-oldest lint clean
+.PHONY: demo test test-oldest lint clean docs
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,15 @@ test: $(VENV)/.installed
 test-oldest: $(OLDEST_VENV)/.installed
 	$(OLDEST_VENV)/bin/python -c "import llm, importlib.metadata as m; print('llm', m.version('llm'))"
 	$(OLDEST_VENV)/bin/pytest
+
+# The site goes to site/ (git-ignored); --strict turns every warning, such as a broken
+# link or an unresolved API cross-reference, into a failure.
+$(VENV)/.docs-installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[test,datasette,docs]'
+	touch $@
+
+docs: $(VENV)/.docs-installed
+	$(BIN)/mkdocs build --strict
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .

@@ -7,8 +7,10 @@ Importing this package installs the guard on ``llm.Attachment`` (see
 from . import attachment as _attachment
 from . import guard as _guard
 from .attachment import AsyncAttachment, to_async
+from .bridge import BridgeInterrupted, BridgeQueueTimeout, bridge_model
 from .config import Config, configure, get_config
 from .errors import (
+    AttachmentAddressRefused,
     AttachmentError,
     AttachmentFetchError,
     AttachmentHTTPStatusError,
@@ -26,6 +28,7 @@ from .prepare import PrepareSummary, UrlPolicy, prepare_attachments
 
 __all__ = [
     "AsyncAttachment",
+    "AttachmentAddressRefused",
     "AttachmentError",
     "AttachmentFetchError",
     "AttachmentHTTPStatusError",
@@ -35,11 +38,14 @@ __all__ = [
     "AttachmentsTotalTooLarge",
     "BlockingAttachmentAccessError",
     "BlockingAttachmentAccessWarning",
+    "BridgeInterrupted",
+    "BridgeQueueTimeout",
     "Config",
     "PrepareSummary",
     "TooManyRedirects",
     "UnsupportedAttachmentURL",
     "UrlPolicy",
+    "bridge_model",
     "configure",
     "get_config",
     "prepare_attachments",

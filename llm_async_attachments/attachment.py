@@ -23,11 +23,11 @@ class AsyncAttachment:
 
     Same fields (``type``, ``path``, ``url``, ``content``) and same results as
     llm's sync methods, without blocking: URLs are fetched with httpx and files
-    read with aiofiles, under the limits of the active :class:`Config`. It is
+    read with aiofiles, under the limits of the active [`Config`][]. It is
     a view of an ``llm.Attachment``: both share one cache, so what is awaited
     here makes the sync attachment's reads free too, and the other way round.
 
-    Construct it like ``llm.Attachment`` or from one with :func:`to_async`.
+    Construct it like ``llm.Attachment`` or from one with [`to_async`][].
     """
 
     __slots__ = ("_attachment",)
@@ -50,7 +50,7 @@ class AsyncAttachment:
 
     @property
     def type(self) -> str | None:
-        """The declared MIME type, or ``None``: await :meth:`resolve_type` for the real one."""
+        """The declared MIME type, or ``None``: await [`resolve_type`][] for the real one."""
         return self._attachment.type
 
     @property
@@ -65,7 +65,7 @@ class AsyncAttachment:
 
     @property
     def content(self) -> bytes | None:
-        """The bytes given at construction (never the fetched ones: await :meth:`content_bytes`)."""
+        """The bytes given at construction (never the fetched ones: await [`content_bytes`][])."""
         return self._attachment.content
 
     async def resolve_type(self) -> str | None:
@@ -92,8 +92,11 @@ class AsyncAttachment:
         return state.content
 
     async def base64_content(self) -> str:
-        """The bytes as base64 text; large content is encoded off the event loop."""
+        """The bytes as base64 text; large content is encoded once, off the event loop."""
         content = await self.content_bytes()
+        state = peek(self._attachment)
+        if state is not None and state.base64 is not None:
+            return state.base64
         if len(content) <= _ENCODE_ON_LOOP_LIMIT:
             return base64.b64encode(content).decode("utf-8")
         return await asyncio.to_thread(lambda: base64.b64encode(content).decode("utf-8"))
@@ -129,7 +132,7 @@ class AsyncAttachment:
 
 
 def to_async(attachment: llm.Attachment | AsyncAttachment) -> AsyncAttachment:
-    """The :class:`AsyncAttachment` view of ``attachment``, sharing its cache."""
+    """The [`AsyncAttachment`][] view of ``attachment``, sharing its cache."""
     if isinstance(attachment, AsyncAttachment):
         return attachment
     return AsyncAttachment._wrapping(attachment)
@@ -139,7 +142,7 @@ def _install() -> None:
     """Give ``llm.Attachment`` a ``to_async()`` method."""
 
     def to_async_method(self: llm.Attachment) -> AsyncAttachment:
-        """The :class:`AsyncAttachment` view of this attachment, sharing its cache."""
+        """The [`AsyncAttachment`][] view of this attachment, sharing its cache."""
         return to_async(self)
 
     to_async_method.__name__ = "to_async"

@@ -19,7 +19,7 @@ def human(size: int) -> str:
     for unit, factor in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
         if size >= factor:
             value = size / factor
-            return f"{value:g} {unit}" if value == int(value) else f"{value:.1f} {unit}"
+            return f"{int(value)} {unit}" if value == int(value) else f"{value:.1f} {unit}"
     return f"{size} bytes"
 
 

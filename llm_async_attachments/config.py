@@ -5,9 +5,9 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 __all__ = ["Config", "GuardMode", "configure", "get_config"]
 
@@ -23,7 +23,7 @@ class Config:
 
     Every field has a safe default and an environment variable
     ``LLM_ASYNC_ATTACHMENTS_<FIELD>`` (upper case) that overrides it; see
-    :meth:`from_env`. Instances are immutable: derive variants with
+    [`from_env`][]. Instances are immutable: derive variants with
     ``dataclasses.replace(config, max_bytes=...)``.
     """
 
@@ -53,24 +53,62 @@ class Config:
             "`raise`, `strict`, `warn` or `off`."
         },
     )
+    retries: int = field(
+        default=2,
+        metadata={
+            "doc": "Retries of a request after a connection error or a 502/503/504, "
+            "with backoff and `Retry-After`, within the deadline; 0 turns them off."
+        },
+    )
+    block_private: bool = field(
+        default=False,
+        metadata={
+            "doc": "Refuse URLs that reach loopback, private, link-local and other "
+            "non-public addresses, on every redirect hop (for untrusted URLs)."
+        },
+    )
+    allow: tuple[str, ...] = field(
+        default=(),
+        metadata={
+            "doc": "Hosts, IP addresses and CIDR networks exempt from `block_private` "
+            "(comma-separated in the environment)."
+        },
+    )
+    bridge: bool = field(
+        default=True,
+        metadata={
+            "doc": "Give every sync-only model an async form that runs it on worker "
+            "threads (see the bridge docs); off leaves sync-only models sync-only."
+        },
+    )
+    bridge_workers: int = field(
+        default=64,
+        metadata={
+            "doc": "Bridged sync prompts that run at once in the process, all models "
+            "together; more wait their turn without blocking the event loop."
+        },
+    )
+    bridge_model_workers: int = field(
+        default=32,
+        metadata={
+            "doc": "Bridged sync prompts of one model that run at once, so one model "
+            "cannot take every worker; 1 suits a local model that saturates a CPU or GPU."
+        },
+    )
+    bridge_queue_timeout: float | None = field(
+        default=None,
+        metadata={
+            "doc": "Seconds a bridged prompt may wait for a worker before "
+            "`BridgeQueueTimeout`; unset waits as long as it takes."
+        },
+    )
 
     def __post_init__(self) -> None:
-        for name in ("max_bytes", "max_total_bytes", "concurrency"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"Config.{name} must be a positive integer, not {value!r}")
-        for name in ("timeout", "deadline"):
-            value = getattr(self, name)
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, int | float)
-                or not math.isfinite(value)
-                or value <= 0
-            ):
-                raise ValueError(f"Config.{name} must be a positive number, not {value!r}")
-        if self.guard not in get_args(GuardMode):
-            choices = ", ".join(get_args(GuardMode))
-            raise ValueError(f"Config.guard must be one of {choices}, not {self.guard!r}")
+        for each in dataclasses.fields(self):
+            value = getattr(self, each.name)
+            valid, expected = _RULES[each.name]
+            if not valid(value):
+                raise ValueError(f"Config.{each.name} must be {expected}, not {value!r}")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
@@ -87,15 +125,57 @@ class Config:
             raw = environ.get(name, "").strip()
             if not raw:
                 continue
+            valid, expected = _RULES[each.name]
             try:
-                values[each.name] = _PARSERS[each.name](raw)
+                value = _PARSERS[each.name](raw)
             except ValueError as exc:
                 raise ValueError(f"{name}={raw!r} is not valid: {exc}") from None
-        try:
-            return cls(**values)  # type: ignore[arg-type]
-        except ValueError as exc:
-            raise ValueError(f"{exc} (from {ENV_PREFIX}* environment variables)") from None
+            if not valid(value):
+                raise ValueError(f"{name}={raw!r} is not valid: it must be {expected}")
+            values[each.name] = value
+        return cls(**values)  # type: ignore[arg-type]
 
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _positive_number(value: Any) -> bool:
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value > 0
+    )
+
+
+def _host_list(value: Any) -> bool:
+    return isinstance(value, tuple) and all(
+        isinstance(entry, str) and entry.strip() and " " not in entry.strip() for entry in value
+    )
+
+
+_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "max_bytes": (_positive_int, "a positive integer"),
+    "max_total_bytes": (_positive_int, "a positive integer"),
+    "concurrency": (_positive_int, "a positive integer"),
+    "timeout": (_positive_number, "a positive number"),
+    "deadline": (_positive_number, "a positive number"),
+    "guard": (lambda value: value in get_args(GuardMode), "one of raise, strict, warn, off"),
+    "retries": (
+        lambda value: isinstance(value, int) and not isinstance(value, bool) and value >= 0,
+        "0 or more",
+    ),
+    "block_private": (lambda value: isinstance(value, bool), "True or False"),
+    "allow": (_host_list, "a tuple of host names, addresses or networks"),
+    "bridge": (lambda value: isinstance(value, bool), "True or False"),
+    "bridge_workers": (_positive_int, "a positive integer"),
+    "bridge_model_workers": (_positive_int, "a positive integer"),
+    "bridge_queue_timeout": (
+        lambda value: value is None or _positive_number(value),
+        "a positive number or None",
+    ),
+}
 
 _UNITS = {"kib": 1024, "mib": MiB, "gib": 1024 * MiB, "b": 1}
 
@@ -112,6 +192,19 @@ def _parse_guard(raw: str) -> str:
     return raw.lower()
 
 
+def _parse_bool(raw: str) -> bool:
+    value = raw.lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected 1/0, true/false, yes/no or on/off")
+
+
+def _parse_list(raw: str) -> tuple[str, ...]:
+    return tuple(entry.strip() for entry in raw.split(",") if entry.strip())
+
+
 _PARSERS = {
     "max_bytes": _parse_size,
     "max_total_bytes": _parse_size,
@@ -119,13 +212,20 @@ _PARSERS = {
     "timeout": float,
     "deadline": float,
     "guard": _parse_guard,
+    "retries": int,
+    "block_private": _parse_bool,
+    "allow": _parse_list,
+    "bridge": _parse_bool,
+    "bridge_workers": int,
+    "bridge_model_workers": int,
+    "bridge_queue_timeout": float,
 }
 
 _active: Config | None = None
 
 
 def get_config() -> Config:
-    """The process-wide config: the one given to :func:`configure`, else from the environment.
+    """The process-wide config: the one given to [`configure`][], else from the environment.
 
     The environment is read once, on first use; call ``configure(None)`` to
     read it again.

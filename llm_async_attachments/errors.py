@@ -9,7 +9,10 @@ error (blocking I/O on an event loop), not bad input.
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit, urlunsplit
+
 __all__ = [
+    "AttachmentAddressRefused",
     "AttachmentError",
     "AttachmentFetchError",
     "AttachmentHTTPStatusError",
@@ -70,6 +73,19 @@ class TooManyRedirects(AttachmentFetchError):
     """More than 3 redirects (llm's own limit), or a redirect loop."""
 
 
+class AttachmentAddressRefused(AttachmentError):
+    """``Config.block_private`` is on and the URL, or a redirect, reaches a non-public address.
+
+    ``address`` is the refused address and ``kind`` what it is (``a loopback
+    address``, ``a private address``, ...).
+    """
+
+    def __init__(self, message: str, *, source: str, address: str, kind: str) -> None:
+        super().__init__(message, source=source)
+        self.address = address
+        self.kind = kind
+
+
 class UnsupportedAttachmentURL(AttachmentError):
     """The URL is malformed or uses a scheme other than ``http``/``https``.
 
@@ -92,3 +108,16 @@ class BlockingAttachmentAccessError(RuntimeError):
         super().__init__(message)
         self.attachment = attachment
         self.method = method
+
+
+def redact(url: str) -> str:
+    """``https://user:secret@host/x`` -> ``https://user:***@host/x``, for messages and logs."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    if parts.password is None:
+        return url
+    userinfo, _, host = parts.netloc.rpartition("@")
+    user = userinfo.split(":", 1)[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))

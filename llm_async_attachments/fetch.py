@@ -7,11 +7,10 @@ bytes, under the limits of a :class:`~.config.Config` and a byte meter.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import importlib
-import ssl
-import threading
-import weakref
+import email.utils
+import random
+import re
+import time
 import zlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -21,18 +20,21 @@ import httpx
 
 from . import mime
 from .budget import Budget, Meter
+from .client import pool_for_running_loop
 from .config import Config
 from .errors import (
+    AttachmentAddressRefused,
     AttachmentFetchError,
     AttachmentHTTPStatusError,
     AttachmentTimeout,
     TooManyRedirects,
     UnsupportedAttachmentURL,
+    redact,
 )
+from .policy import AddressRefused
 
 MAX_REDIRECTS = 3  # llm's own limit for attachment URLs
 HEAD_REFUSED = frozenset({403, 405, 501})
-_HEADERS = {"Accept-Encoding": "gzip, deflate", "User-Agent": "llm-async-attachments"}
 _DECODE_CHUNK = 256 * 1024
 _SNIFF_LIMIT = 1024 * 1024  # a ranged GET for sniffing never reads more than this
 
@@ -49,25 +51,28 @@ class Fetched:
 async def fetch_type(url: str, config: Config) -> Fetched:
     """The MIME type of ``url``, by ``HEAD``.
 
-    When ``HEAD`` is refused (403, 405, 501) or names no usable type, falls
-    back to a ``GET`` of the first bytes (ranged) and sniffs them, as llm
-    would sniff the whole body.
+    When ``HEAD`` is refused (403, 405, 501), times out, or names no usable
+    type, falls back to a ``GET`` of the first bytes (ranged) and sniffs them,
+    as llm would sniff the whole body.
     """
     async with _Session(url, config) as session:
-        async with session.send("HEAD") as response:
-            if response.status_code not in HEAD_REFUSED:
-                session.check_status(response)
-                declared = mime.normalise(response.headers.get("content-type"))
-                if mime.usable(declared):
-                    return session.result(declared, None)
+        try:
+            async with session.send("HEAD") as response:
+                if response.status_code not in HEAD_REFUSED:
+                    session.check_status(response)
+                    declared = mime.normalise(response.headers.get("content-type"))
+                    if mime.usable(declared):
+                        return session.result(declared, None)
+        except httpx.TimeoutException:
+            pass  # some servers never answer HEAD; GET may still work
         range_header = {"Range": f"bytes=0-{mime.SNIFF_BYTES - 1}"}
         async with session.send("GET", range_header) as response:
             session.check_status(response)
             declared = mime.normalise(response.headers.get("content-type"))
             if mime.usable(declared):
                 return session.result(declared, None)
-            sniff_meter = Budget(_SNIFF_LIMIT, _SNIFF_LIMIT).meter(url)
-            async with _Body(url, response, sniff_meter) as body:
+            sniff_meter = Budget(_SNIFF_LIMIT, _SNIFF_LIMIT).meter(session.label)
+            async with _Body(session.label, response, sniff_meter) as body:
                 head = await body.read_until(mime.SNIFF_BYTES)
             return session.result(mime.sniff(head) or declared, None)
 
@@ -92,7 +97,7 @@ async def fetch_content(
         if mime.usable(declared) and not wanted(declared):
             return session.result(declared, None)
         meter.declare(_content_length(response), "Content-Length")
-        async with _Body(session.url, response, meter) as body:
+        async with _Body(session.label, response, meter) as body:
             if mime.usable(declared):
                 return session.result(declared, await body.read_all())
             sniffed = mime.sniff(await body.read_until(mime.SNIFF_BYTES)) or declared
@@ -107,6 +112,7 @@ class _Session:
 
     def __init__(self, url: str, config: Config) -> None:
         self.url = url
+        self.label = redact(url)
         self.config = config
         self.requests = 0
         self._deadline = asyncio.timeout(config.deadline)
@@ -114,8 +120,8 @@ class _Session:
         self._slot: asyncio.Semaphore | None = None
 
     async def __aenter__(self) -> _Session:
-        _check_url(self.url, self.url)
-        pool = await _pool_for_running_loop(self.config.concurrency, self.config.timeout)
+        _check_url(self.url, self.label)
+        pool = await pool_for_running_loop(self.config)
         self._client, self._slot = pool.client, pool.slots
         await self._slot.acquire()
         await self._deadline.__aenter__()
@@ -127,26 +133,35 @@ class _Session:
             await self._deadline.__aexit__(exc_type, exc, tb)
         except TimeoutError:
             raise AttachmentTimeout(
-                f"Attachment {self.url} took longer than the {self.config.deadline:g} s "
+                f"Attachment {self.label} took longer than the {self.config.deadline:g} s "
                 "deadline for one attachment (the server is too slow). Try again later, "
                 "or raise LLM_ASYNC_ATTACHMENTS_DEADLINE (Config.deadline).",
-                source=self.url,
+                source=self.label,
             ) from None
         finally:
             self._slot.release()
+        if isinstance(exc, AddressRefused):
+            raise AttachmentAddressRefused(
+                f"Attachment {self.label} was refused: {exc}, and LLM_ASYNC_ATTACHMENTS_"
+                "BLOCK_PRIVATE (Config.block_private) is on. If you trust this host, add "
+                "it to LLM_ASYNC_ATTACHMENTS_ALLOW (Config.allow).",
+                source=self.label,
+                address=exc.address,
+                kind=exc.kind,
+            ) from None
         if isinstance(exc, httpx.TimeoutException):
             raise AttachmentTimeout(
-                f"Attachment {self.url} timed out: no progress for "
+                f"Attachment {self.label} timed out: no progress for "
                 f"{self.config.timeout:g} s ({type(exc).__name__}). Check that the "
                 "server is up, or raise LLM_ASYNC_ATTACHMENTS_TIMEOUT (Config.timeout).",
-                source=self.url,
+                source=self.label,
             ) from exc
         if isinstance(exc, httpx.HTTPError):
             raise AttachmentFetchError(
-                f"Attachment {self.url} could not be downloaded: "
+                f"Attachment {self.label} could not be downloaded: "
                 f"{type(exc).__name__}: {str(exc) or 'connection lost'}. Check the URL "
                 "and that the server is reachable.",
-                source=self.url,
+                source=self.label,
             ) from exc
 
     def result(self, content_type: str | None, content: bytes | None) -> Fetched:
@@ -161,31 +176,64 @@ class _Session:
         request = self._client.build_request(method, self.url, headers=headers)
         visited = {str(request.url)}
         for hop in range(MAX_REDIRECTS + 1):
-            self.requests += 1
-            response = await self._client.send(request, stream=True)
+            response = await self._send_with_retries(request)
             if not response.has_redirect_location:
                 break
             await response.aclose()
             if hop == MAX_REDIRECTS:
                 raise TooManyRedirects(
-                    f"Attachment {self.url} redirected more than {MAX_REDIRECTS} times "
+                    f"Attachment {self.label} redirected more than {MAX_REDIRECTS} times "
                     "(llm's own limit). Use the final URL directly.",
-                    source=self.url,
+                    source=self.label,
                 )
             request = response.next_request
             assert request is not None
-            _check_url(str(request.url), self.url)
+            _check_url(str(request.url), self.label)
             if str(request.url) in visited:
                 raise TooManyRedirects(
-                    f"Attachment {self.url} redirects in a loop (back to "
+                    f"Attachment {self.label} redirects in a loop (back to "
                     f"{request.url}). The server is misconfigured; use another URL.",
-                    source=self.url,
+                    source=self.label,
                 )
             visited.add(str(request.url))
         try:
             yield response
         finally:
             await response.aclose()
+
+    async def _send_with_retries(self, request: httpx.Request) -> httpx.Response:
+        """Send one request (GET or HEAD: idempotent), retrying transient failures.
+
+        Connection failures and 502/503/504 are retried up to
+        ``Config.retries`` times, after a ``Retry-After`` delay or a capped,
+        jittered exponential backoff, unless the wait would pass the deadline.
+        """
+        assert self._client is not None
+        for attempt in range(self.config.retries + 1):
+            self.requests += 1
+            last = attempt == self.config.retries
+            try:
+                response = await self._client.send(request, stream=True)
+            except _RETRYABLE_ERRORS:
+                if last or not await self._pause(_backoff(attempt)):
+                    raise
+                continue
+            if response.status_code not in _RETRYABLE_STATUS or last:
+                return response
+            delay = _retry_after(response) or _backoff(attempt)
+            if not await self._pause(delay, before=response):
+                return response
+        raise AssertionError("unreachable")
+
+    async def _pause(self, delay: float, before: httpx.Response | None = None) -> bool:
+        """Wait ``delay`` seconds if the deadline leaves room; say whether it did."""
+        remaining = self._deadline.when() - asyncio.get_running_loop().time()
+        if delay >= remaining:
+            return False
+        if before is not None:
+            await before.aclose()
+        await asyncio.sleep(delay)
+        return True
 
     def check_status(self, response: httpx.Response) -> None:
         if response.is_success:
@@ -200,9 +248,9 @@ class _Session:
             else "The server failed; try again later."
         )
         raise AttachmentHTTPStatusError(
-            f"Attachment {self.url} could not be downloaded: HTTP {code} "
+            f"Attachment {self.label} could not be downloaded: HTTP {code} "
             f"{response.reason_phrase}. {hint}",
-            source=self.url,
+            source=self.label,
             status_code=code,
         )
 
@@ -285,6 +333,42 @@ async def _decoded(
                 yield piece
 
 
+# Host names after IDNA encoding, IPv4 and (unbracketed) IPv6 literals; empty is
+# allowed here and refused below as "not an http(s) URL".
+_HOST = re.compile(r"[A-Za-z0-9._:-]*")
+_RETRYABLE_STATUS = frozenset({502, 503, 504})
+# Failures before a response arrived; ReadTimeout is not among them: a server
+# too slow to answer once is not helped by asking again.
+_RETRYABLE_ERRORS = (
+    httpx.ConnectError,
+    httpx.ConnectTimeout,
+    httpx.RemoteProtocolError,
+    httpx.ReadError,
+    httpx.WriteError,
+)
+_BACKOFF_BASE = 0.25
+_BACKOFF_CAP = 4.0
+
+
+def _backoff(attempt: int) -> float:
+    """Full jitter: a random wait up to base * 2**attempt, capped."""
+    return random.uniform(0, min(_BACKOFF_CAP, _BACKOFF_BASE * 2**attempt))
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    """``Retry-After`` in seconds (a number or an HTTP date), if the server sent one."""
+    value = response.headers.get("retry-after", "").strip()
+    if not value:
+        return None
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
 def _content_length(response: httpx.Response) -> int | None:
     if response.headers.get("content-encoding", "identity").lower() not in ("", "identity"):
         return None  # the length of the compressed body says nothing about the decoded one
@@ -295,109 +379,24 @@ def _content_length(response: httpx.Response) -> int | None:
 
 
 def _check_url(url: str, source: str) -> None:
+    """Refuse what is not an absolute http(s) URL; ``source`` names the attachment."""
     try:
         parsed = httpx.URL(url)
     except httpx.InvalidURL as error:
         raise UnsupportedAttachmentURL(
-            f"Attachment URL {url!r} is not a valid URL: {error}. Fix the URL.",
+            f"Attachment URL {redact(url)!r} is not a valid URL: {error}. Fix the URL.",
             source=source,
         ) from None
+    if not _HOST.fullmatch(parsed.raw_host.decode("ascii", "replace")):
+        raise UnsupportedAttachmentURL(
+            f"Attachment URL {redact(url)!r} is not a valid URL: its host "
+            f"{parsed.host!r} has characters no host name has. Fix the URL.",
+            source=source,
+        )
     if parsed.scheme not in ("http", "https") or not parsed.host:
-        where = "" if url == source else f" (redirected to {url})"
+        where = "" if redact(url) == source else f" (redirected to {redact(url)})"
         raise UnsupportedAttachmentURL(
             f"Attachment {source}{where} is not an http:// or https:// URL; only those "
             "are fetched. For a local file use path=, for data you hold use content=.",
             source=source,
         )
-
-
-@dataclass
-class _Pool:
-    client: httpx.AsyncClient
-    slots: asyncio.Semaphore
-    closer: AsyncIterator[None]
-
-
-@dataclass
-class _LoopPools:
-    making: asyncio.Lock
-    pools: dict[tuple[int, float], _Pool]
-
-
-_pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopPools] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-async def _pool_for_running_loop(concurrency: int, idle_timeout: float) -> _Pool:
-    """The connection pool of the running loop, made on first use.
-
-    One client per loop (and per concurrency and timeout setting): an httpx
-    client is bound to the loop its connections were made on and must never
-    be used from another. When many fetches start at once, one makes the pool
-    and the others wait for it.
-    """
-    loop = asyncio.get_running_loop()
-    registry = _pools.get(loop)
-    if registry is None:
-        registry = _pools[loop] = _LoopPools(asyncio.Lock(), {})
-    key = (concurrency, idle_timeout)
-    if key not in registry.pools:
-        async with registry.making:
-            if key not in registry.pools:
-                verify = await _ssl_context()
-                limits = httpx.Limits(
-                    max_connections=concurrency, max_keepalive_connections=concurrency
-                )
-                client = httpx.AsyncClient(
-                    limits=limits,
-                    headers=_HEADERS,
-                    timeout=httpx.Timeout(idle_timeout),
-                    verify=verify,
-                )
-                closer = _close_at_loop_shutdown(client)
-                await anext(closer)
-                registry.pools[key] = _Pool(client, asyncio.Semaphore(concurrency), closer)
-    return registry.pools[key]
-
-
-async def _ssl_context() -> ssl.SSLContext:
-    """httpx's default TLS settings, built once per process on a worker thread.
-
-    Loading the CA bundle takes 30-50 ms and httpx's transport imports
-    httpcore, h11 and anyio on first connect (another 40 ms): done on the
-    event loop, both would stall it.
-    """
-    return _ssl or await asyncio.to_thread(_first_use)
-
-
-def _first_use() -> ssl.SSLContext:
-    global _ssl
-    with _ssl_lock:
-        if _ssl is None:
-            for module in _TRANSPORT_MODULES:
-                with contextlib.suppress(ImportError):
-                    importlib.import_module(module)
-            _ssl = httpx.create_ssl_context()
-        return _ssl
-
-
-_ssl: ssl.SSLContext | None = None
-_ssl_lock = threading.Lock()
-_TRANSPORT_MODULES = (
-    "httpcore",
-    "h11",
-    "anyio",
-    "anyio._backends._asyncio",
-    "httpcore._backends.anyio",
-)
-
-
-async def _close_at_loop_shutdown(client: httpx.AsyncClient) -> AsyncIterator[None]:
-    # A suspended async generator: the loop's shutdown_asyncgens(), which
-    # asyncio.run() and asyncio.Runner call before closing the loop, resumes
-    # it so the client closes its connections on the loop that made them.
-    try:
-        yield
-    finally:
-        await client.aclose()

@@ -25,7 +25,7 @@ from typing import Any
 import llm
 
 from .config import get_config
-from .errors import BlockingAttachmentAccessError
+from .errors import BlockingAttachmentAccessError, redact
 from .state import UNSET, peek
 
 __all__ = ["BlockingAttachmentAccessWarning", "describe", "executing_async_model"]
@@ -53,7 +53,7 @@ def executing_async_model() -> Iterator[None]:
 def describe(attachment: Any) -> str:
     """A short name for an attachment in messages: its URL, its path, or its size."""
     if getattr(attachment, "url", None):
-        return f"URL {attachment.url}"
+        return f"URL {redact(attachment.url)}"
     if getattr(attachment, "path", None):
         return f"path {attachment.path}"
     content = getattr(attachment, "content", None)
@@ -126,18 +126,20 @@ def _install() -> None:
         return original["content_bytes"](self)
 
     def base64_content(self: llm.Attachment) -> str:
-        if _would_block_content(self):
-            state = peek(self)
-            if state is None or state.content is None:
-                check(self, "base64_content")
+        state = peek(self)
+        if state is not None and state.base64 is not None:
+            return state.base64
+        if _would_block_content(self) and (state is None or state.content is None):
+            check(self, "base64_content")
         return original["base64_content"](self)
 
     def id(self: llm.Attachment) -> str:
-        if _would_block_id(self):
+        if self._id is None:
             state = peek(self)
             if state is not None and state.id is not None:
                 return state.id
-            check(self, "id")
+            if _would_block_id(self):
+                check(self, "id")
         return original["id"](self)
 
     def __repr__(self: llm.Attachment) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 import puremagic
@@ -9,20 +10,25 @@ import puremagic
 # llm.utils.MIME_TYPE_FIXES, repeated so that sniffing needs no llm import.
 _FIXES = {"audio/wave": "audio/wav"}
 
+_TOKEN = r"[a-z0-9!#$%&'*+.^_`|~-]{1,127}"
+_MIME = re.compile(f"{_TOKEN}/{_TOKEN}")
+
 # puremagic reads at most this many bytes from the start of a file.
 SNIFF_BYTES = puremagic.main.max_head
 
 
 def normalise(content_type: str | None) -> str | None:
-    """``Text/Plain; charset=UTF-8`` -> ``text/plain``; empty or missing -> ``None``.
+    """``Text/Plain; charset=UTF-8`` -> ``text/plain``; missing or malformed -> ``None``.
 
     Parameters are dropped so that a server's type compares equal to the plain
-    types in a model's ``attachment_types``.
+    types in a model's ``attachment_types``. Of repeated headers (joined with
+    commas) the first counts; anything that is not ``type/subtype`` made of
+    RFC 9110 token characters is no type at all.
     """
     if not content_type:
         return None
-    essence = content_type.split(";", 1)[0].strip().lower()
-    if "/" not in essence:
+    essence = content_type.split(",", 1)[0].split(";", 1)[0].strip().lower()
+    if not _MIME.fullmatch(essence):
         return None
     return _FIXES.get(essence, essence)
 

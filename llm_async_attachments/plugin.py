@@ -7,6 +7,9 @@ from typing import Any
 
 import llm
 
+from .bridge import add_async_forms
+from .cli import register_commands  # noqa: F401  (llm finds the hook here)
+from .config import get_config
 from .hook import prepare_before_execute
 
 _wrapped: set[type] = set()
@@ -14,14 +17,18 @@ _wrapped: set[type] = set()
 
 @llm.hookimpl(hookwrapper=True)
 def register_models(register: Any, model_aliases: list[Any]) -> Generator[None, Any, None]:
-    """Wrap the classes of the async models every other plugin registered.
+    """Bridge sync-only models, then wrap the classes of every async model.
 
-    As a hook wrapper it runs after all other ``register_models`` hooks. llm
-    runs them on every ``get_async_model()`` call, with new model instances
-    each time, so the wrapping is done once per class: after the first call
-    this costs one set lookup per model.
+    As a hook wrapper it runs after all other ``register_models`` hooks, so it
+    sees every model and every async form they registered (those of
+    ``llm-all-models-async`` included). llm runs them on every
+    ``get_async_model()`` call, with new model instances each time, so the
+    classes are made and wrapped once: after the first call this costs one
+    bridge instance per sync-only model and one set lookup per model.
     """
     yield
+    if get_config().bridge:
+        add_async_forms(model_aliases)
     for entry in model_aliases:
         cls = type(entry.async_model)
         if entry.async_model is not None and cls not in _wrapped:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import time
 from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator
@@ -13,19 +14,21 @@ from . import mime
 from .budget import Budget, human
 from .config import Config, get_config
 from .declarations import url_support
+from .errors import redact
 from .fetch import fetch_content, fetch_type
 from .files import read_path
 from .state import UNSET, Prepared, single_flight, state_of
 
 __all__ = ["PrepareSummary", "UrlPolicy", "prepare_attachments"]
 
-# Hashing more than this on the event loop would stall it for milliseconds.
-_HASH_ON_LOOP_LIMIT = 1024 * 1024
+# Hashing or base64-encoding more than this on the event loop would stall it for
+# milliseconds: larger content is hashed and encoded on a worker thread, once.
+_ON_LOOP_LIMIT = 1024 * 1024
 
 
 @dataclass(frozen=True)
 class PrepareSummary:
-    """What one :func:`prepare_attachments` call did, for logs and metrics."""
+    """What one [`prepare_attachments`][] call did, for logs and metrics."""
 
     attachments: int
     """Attachments found in the prompt and conversation."""
@@ -72,7 +75,7 @@ async def prepare_attachments(
     Results are cached on each attachment, so afterwards its sync
     ``resolve_type()``, ``content_bytes()``, ``base64_content()`` and ``id()``
     do no I/O, and preparing again (the next turn) fetches nothing. The first
-    attachment to fail raises its :class:`AttachmentError` and cancels the
+    attachment to fail raises its [`AttachmentError`][] and cancels the
     rest (failures at the same moment are added to it as notes).
     """
     started = time.perf_counter()
@@ -173,7 +176,10 @@ class _Run:
     ) -> Callable[[], Awaitable[None]] | None:
         """The I/O still needed for this attachment, or ``None`` if it is ready."""
         if attachment.content:
-            return None  # bytes in hand: llm reads type and id without I/O
+            # Bytes in hand: no I/O, but hashing and encoding them is CPU work.
+            if len(attachment.content) > _ON_LOOP_LIMIT and state.base64 is None:
+                return lambda: self._digest(attachment, state, attachment.content)
+            return None
         if attachment.path:
             if state.content is None:
                 return lambda: self._read_path(attachment, state)
@@ -198,8 +204,7 @@ class _Run:
         content = await read_path(attachment.path, self.budget.meter(attachment.path))
         if not attachment.type and state.type is UNSET:
             state.type = mime.sniff(content, filename=attachment.path)
-        if attachment._id is None:
-            state.id = await _sha256(content)
+        await self._digest(attachment, state, content)
         state.content = content
 
     async def _fetch_type(self, attachment: Any, state: Prepared) -> None:
@@ -212,19 +217,29 @@ class _Run:
         self, attachment: Any, state: Prepared, wanted: Callable[[str | None], bool]
     ) -> None:
         self.fetched += 1
-        meter = self.budget.meter(attachment.url)
+        meter = self.budget.meter(redact(attachment.url))
         fetched = await fetch_content(attachment.url, meter, self.config, wanted)
         self.requests += fetched.requests
         if not attachment.type:
             state.type = fetched.type
         if fetched.content is not None:
+            if len(fetched.content) > _ON_LOOP_LIMIT:
+                state.base64 = await asyncio.to_thread(_base64, fetched.content)
             state.content = fetched.content
 
+    async def _digest(self, attachment: Any, state: Prepared, content: bytes) -> None:
+        """llm's id (a hash of the bytes) and, for large content, its base64 text."""
+        if len(content) <= _ON_LOOP_LIMIT:
+            if attachment._id is None:
+                state.id = hashlib.sha256(content).hexdigest()
+            return
+        if attachment._id is None:
+            state.id = await asyncio.to_thread(lambda: hashlib.sha256(content).hexdigest())
+        state.base64 = await asyncio.to_thread(_base64, content)
 
-async def _sha256(content: bytes) -> str:
-    if len(content) <= _HASH_ON_LOOP_LIMIT:
-        return hashlib.sha256(content).hexdigest()
-    return await asyncio.to_thread(lambda: hashlib.sha256(content).hexdigest())
+
+def _base64(content: bytes) -> str:
+    return base64.b64encode(content).decode("utf-8")
 
 
 def _first_failure(group: BaseExceptionGroup, order: Iterable[Any]) -> BaseException:
@@ -246,4 +261,4 @@ def _first_failure(group: BaseExceptionGroup, order: Iterable[Any]) -> BaseExcep
 
 
 def _source(attachment: Any) -> str:
-    return attachment.url or attachment.path or ""
+    return redact(attachment.url) if attachment.url else attachment.path or ""

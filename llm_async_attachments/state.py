@@ -29,12 +29,15 @@ class Prepared:
     """Cached results of preparing one attachment.
 
     ``type`` is ``UNSET`` until resolved (it may resolve to ``None``: no type
-    could be found); ``content`` and ``id`` are ``None`` until read.
+    could be found); ``content``, ``id`` and ``base64`` are ``None`` until
+    read or computed.
     """
 
     type: str | _Unset | None = UNSET
     content: bytes | None = None
     id: str | None = None
+    base64: str | None = None
+    """``base64_content()``, for content over 1 MiB: encoded once, off the event loop."""
     check_type: bool = False
     """llm's type check was deferred from ``model.prompt()`` to the prepare step."""
     _flight: tuple[asyncio.AbstractEventLoop, asyncio.Future[Any]] | None = field(

@@ -1,4 +1,8 @@
-"""Suite-wide rules: every async test runs under pyleak and the guard in strict mode."""
+"""Suite-wide rules: every async test runs under pyleak and the guard in strict mode.
+
+The loopback servers come from this package's own pytest plugin
+(``llm_async_attachments.pytest_plugin``), as they would for a plugin author.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +17,9 @@ from tests.support.scenario import warm_up
 
 # pyleak's default (200 ms) would let a blocking fetch on loopback pass unseen.
 BLOCKING_THRESHOLD = 0.1
+
+
+pytest_plugins = ["pytester"]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -40,18 +47,13 @@ def strict_guard():
     laa.configure(None)
 
 
-@pytest.fixture(scope="session")
-def _file_server():
-    server = FileServer().start()
-    yield server
-    server.stop()
-
-
 @pytest.fixture
-def file_server(_file_server: FileServer) -> FileServer:
-    """A real HTTP server on 127.0.0.1, emptied and with a fresh request log per test."""
-    _file_server.reset()
-    return _file_server
+def file_server(attachment_server) -> FileServer:
+    """A real HTTP server on 127.0.0.1, emptied and with a fresh request log per test.
+
+    The one this package's pytest plugin gives plugin authors, used directly.
+    """
+    return attachment_server.server
 
 
 @pytest.fixture(scope="session")

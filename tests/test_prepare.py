@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
+import hashlib
 import json
 from types import SimpleNamespace
 
@@ -11,7 +13,8 @@ import llm
 import pytest
 
 import llm_async_attachments as laa
-from llm_async_attachments import fetch
+from llm_async_attachments import client as client_module
+from llm_async_attachments.state import peek
 from tests.support import LLM_HAS_MESSAGES, samples
 
 MiB = 1024 * 1024
@@ -163,8 +166,6 @@ async def test_the_first_failure_cancels_the_rest_and_is_raised_alone(file_serve
 
 
 def peek_content(attachment):
-    from llm_async_attachments.state import peek
-
     state = peek(attachment)
     return state and state.content
 
@@ -184,10 +185,37 @@ def test_each_event_loop_gets_its_own_client_closed_with_the_loop(urls, echo):
     async def one_turn(url):
         attachment = llm.Attachment(url=url)
         await laa.prepare_attachments(llm.Prompt("x", echo, attachments=[attachment]))
-        clients.append(fetch._pools[asyncio.get_running_loop()].pools[8, 10.0].client)
+        clients.append(
+            client_module._pools[asyncio.get_running_loop()].pools[8, 10.0, False, ()].client
+        )
         return attachment.content_bytes()
 
     for _ in range(3):
         assert asyncio.run(one_turn(urls.png)) == samples.png()
     assert len({id(client) for client in clients}) == 3
     assert all(client.is_closed for client in clients)
+
+
+async def test_large_content_is_hashed_and_encoded_once_off_the_loop(file_server, echo, tmp_path):
+    big = bytes(range(256)) * (8 * 1024)  # 2 MiB
+    url = file_server.add("/big.bin", big, content_type="application/octet-stream")
+    path = tmp_path / "big.bin"
+    path.write_bytes(big)
+    attachments = [
+        llm.Attachment(url=url),
+        llm.Attachment(path=str(path)),
+        llm.Attachment(content=big),
+    ]
+    await laa.prepare_attachments(llm.Prompt("x", echo, attachments=attachments))
+    expected = base64.b64encode(big).decode()
+    for attachment in attachments:
+        assert peek(attachment).base64 is not None  # ready before the model asks
+        assert attachment.base64_content() == expected
+    assert attachments[1].id() == attachments[2].id() == hashlib.sha256(big).hexdigest()
+
+
+async def test_small_content_is_not_encoded_ahead(urls, echo):
+    attachment = llm.Attachment(url=urls.png)
+    await laa.prepare_attachments(llm.Prompt("x", echo, attachments=[attachment]))
+    assert peek(attachment).base64 is None
+    assert attachment.base64_content() == base64.b64encode(samples.png()).decode()

@@ -1,0 +1,66 @@
+"""The hostile-input catalogue, measured: writes docs/hostile-inputs.md.
+
+Runs every scenario of tests/support/hostile.py once against loopback servers
+in this process and records what it raised, how long it took to fail, and the
+peak memory it allocated (tracemalloc). The tests assert the same scenarios.
+
+    .venv/bin/python -m benchmarks.hostile
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from pathlib import Path
+
+import llm
+
+import llm_async_attachments as laa
+from llm_async_attachments.testing.server import FileServer
+from tests.support.hostile import BASE, SCENARIOS, Context, run
+
+OUTPUT = Path(__file__).resolve().parent.parent / "docs" / "hostile-inputs.md"
+
+
+async def measure_all(ctx: Context) -> list[tuple[str, str, float, int]]:
+    rows = []
+    for scenario in SCENARIOS:
+        ctx.server.reset()
+        ctx.server6.reset()
+        outcome = await run(scenario, ctx)
+        result = type(outcome.error).__name__ if outcome.error else "prepared"
+        rows.append((scenario.name, result, outcome.seconds, outcome.peak_bytes))
+    return rows
+
+
+def main() -> None:
+    llm.get_async_models()
+    laa.configure(BASE)
+    with (
+        FileServer() as server,
+        FileServer("::1") as server6,
+        tempfile.TemporaryDirectory() as folder,
+    ):
+        rows = asyncio.run(measure_all(Context(server, server6, Path(folder))))
+    lines = [
+        "# Hostile inputs",
+        "",
+        "Every way an attachment URL, server or file can misbehave that this project tests,",
+        "with what it raises, how long it takes to fail, and the peak memory allocated",
+        "meanwhile. Limits for the run: 1 MiB per attachment, 1 s idle timeout, 3 s deadline,",
+        "no retries unless the scenario says so. `tests/test_hostile.py` asserts each row",
+        "(typed error and message, memory under the cap plus 3 MiB, no connection or file",
+        "left open, no task or thread leaked); `python -m benchmarks.hostile` regenerates",
+        "this page.",
+        "",
+        "| scenario | result | time | peak memory |",
+        "|---|---|---|---|",
+    ]
+    for name, result, seconds, peak in rows:
+        lines.append(f"| {name} | `{result}` | {seconds:.3f} s | {peak / 1024:.0f} KiB |")
+    OUTPUT.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

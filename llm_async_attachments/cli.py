@@ -1,0 +1,205 @@
+"""``llm async-attachments``: see what the plugin does, and try the limits on one attachment.
+
+``status`` answers "is my model covered, and how?" without reading plugin
+code; ``fetch`` shows what preparing one attachment costs under the active
+config, or the error that refuses it, before an app meets either.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import itertools
+import sys
+from collections.abc import Collection, Sequence
+from types import SimpleNamespace
+from typing import Any, TextIO
+
+import click
+import llm
+
+from .budget import human
+from .config import ENV_PREFIX, Config, get_config
+from .declarations import url_support
+from .errors import AttachmentError
+from .hook import _MARK
+from .prepare import PrepareSummary, prepare_attachments
+
+__all__ = ["async_attachments", "register_commands"]
+
+_GUARD_MEANING = {
+    "raise": "raise inside async model execution, warn elsewhere on an event loop",
+    "strict": "raise anywhere on an event loop",
+    "warn": "warn anywhere on an event loop",
+    "off": "never checked",
+}
+# A download quicker than this gets no spinner: it would only flicker.
+_SHOW_AFTER = 0.5
+_TICK = 0.1
+
+
+@llm.hookimpl
+def register_commands(cli: click.Group) -> None:
+    """Add ``llm async-attachments`` to llm's command line."""
+    cli.add_command(async_attachments)
+
+
+@click.group(name="async-attachments")
+def async_attachments() -> None:
+    """How llm-async-attachments prepares attachments for async models."""
+
+
+@async_attachments.command()
+def status() -> None:
+    """Show async models, the limits and the guard mode.
+
+    \b
+    kind             native, or bridged (by the named plugin) from a sync model
+    prepares         attachments are prepared before its execute() runs
+    AsyncAttachment  it opted in with supports_async_attachments = True
+    URLs as URLs     types whose URLs go to the model unfetched
+                     (supports_attachment_urls, declared or known)
+    """
+    config = _active_config()
+    header = ("model", "kind", "prepares", "AsyncAttachment", "URLs as URLs")
+    models = [_model_row(model) for model in llm.get_async_models()]
+    click.echo(f"Async models ({len(models)}):")
+    _echo_table([header, *models])
+    click.echo("\nLimits:")
+    _echo_table(
+        [
+            (each.name, _value(each, getattr(config, each.name)), ENV_PREFIX + each.name.upper())
+            for each in dataclasses.fields(config)
+            if each.name != "guard"
+        ]
+    )
+    click.echo(f"\nGuard: {config.guard} ({_GUARD_MEANING[config.guard]})")
+
+
+@async_attachments.command()
+@click.argument("source", metavar="URL|PATH")
+def fetch(source: str) -> None:
+    """Prepare one attachment, as the plugin would.
+
+    Uses the active limits, then prints the type, the size, the HTTP requests
+    made and the time taken. A refused attachment exits with status 1 and the
+    reason. Anything with "://" is a URL; anything else a file path.
+    """
+    config = _active_config()
+    attachment = llm.Attachment(url=source) if "://" in source else llm.Attachment(path=source)
+    try:
+        summary = asyncio.run(_prepare(attachment, config, sys.stderr))
+    except AttachmentError as error:
+        raise click.ClickException(str(error)) from None
+    size = len(attachment.content_bytes() or b"")  # prepared: no I/O
+    _echo_table(
+        [
+            ("source", source),
+            ("type", attachment.resolve_type() or "unknown"),
+            ("size", f"{size} bytes" if size < 1024 else f"{human(size)} ({size} bytes)"),
+            ("requests", str(summary.requests)),
+            ("time", f"{summary.seconds:.3f} s"),
+        ]
+    )
+
+
+async def _prepare(
+    attachment: llm.Attachment, config: Config, stream: TextIO, *, show_after: float = _SHOW_AFTER
+) -> PrepareSummary:
+    """Prepare ``attachment`` fully, with a spinner and the elapsed time on a terminal.
+
+    The prompt stand-in has no model, so no URL is passed through unfetched:
+    the content is always downloaded, as for most models. The fetch code
+    reports no byte counts, so the spinner shows time, not a share done.
+    """
+    prompt = SimpleNamespace(attachments=[attachment])  # all prepare reads of a prompt
+    if not stream.isatty():
+        return await prepare_attachments(prompt, config=config)
+    label = attachment.url or attachment.path
+    ticker = asyncio.create_task(_show_elapsed(f"Fetching {label}", stream, show_after))
+    try:
+        return await prepare_attachments(prompt, config=config)
+    finally:
+        ticker.cancel()
+        await asyncio.wait([ticker])
+        stream.write("\r\x1b[K")  # erase the spinner line
+        stream.flush()
+
+
+async def _show_elapsed(label: str, stream: TextIO, show_after: float) -> None:
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await asyncio.sleep(show_after)
+    for frame in itertools.cycle("|/-\\"):
+        stream.write(f"\r{frame} {label} {loop.time() - started:.1f} s")
+        stream.flush()
+        await asyncio.sleep(_TICK)
+
+
+def _active_config() -> Config:
+    """The config the plugin would use; a malformed environment variable is a usage error."""
+    try:
+        return get_config()
+    except ValueError as error:
+        raise click.ClickException(str(error)) from None
+
+
+def _model_row(model: Any) -> tuple[str, str, str, str, str]:
+    return (
+        model.model_id,
+        _kind(model),
+        _yes_no(getattr(model.execute, _MARK, False)),
+        _yes_no(getattr(model, "supports_async_attachments", False)),
+        _url_types(url_support(model)),
+    )
+
+
+def _kind(model: Any) -> str:
+    """``native``, or ``bridged (plugin)`` for an async model that runs a sync one.
+
+    Bridges, llm-all-models-async's and this package's alike, keep the sync
+    model they run in an attribute; looking for one, rather than for known
+    class names, also recognises bridges written after this code.
+    """
+    held = itertools.chain(vars(type(model)).values(), getattr(model, "__dict__", {}).values())
+    if any(isinstance(value, llm.Model | llm.KeyModel) for value in held):
+        plugin = type(model).__module__.partition(".")[0].replace("_", "-")
+        return f"bridged ({plugin})"
+    return "native"
+
+
+def _url_types(declared: bool | str | Collection[str]) -> str:
+    """``supports_attachment_urls`` read the way ``UrlPolicy`` reads it."""
+    if declared is True:
+        return "all"
+    if not declared:
+        return "none"
+    if isinstance(declared, str):
+        return declared
+    return ", ".join(sorted(declared))
+
+
+def _value(field: dataclasses.Field[Any], value: Any) -> str:
+    """A config value as people read it; new fields need no change here to show up."""
+    if value is None:
+        return "none"
+    if field.name.endswith("_bytes"):
+        return human(value)
+    if isinstance(value, bool):
+        return _yes_no(value)
+    if isinstance(value, float) or isinstance(field.default, float):
+        return f"{value:g} s"
+    if isinstance(value, tuple):
+        return ", ".join(value) or "-"
+    return str(value)
+
+
+def _yes_no(flag: object) -> str:
+    return "yes" if flag else "no"
+
+
+def _echo_table(rows: Sequence[Sequence[str]]) -> None:
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    for row in rows:
+        cells = "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        click.echo(f"  {cells}".rstrip())

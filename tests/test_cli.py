@@ -1,0 +1,257 @@
+"""``llm async-attachments status`` and ``fetch``, through click's runner."""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import AsyncGenerator, Iterator
+from typing import Any
+
+import click
+import llm
+import pytest
+from click.testing import CliRunner, Result
+from llm.cli import cli as llm_cli
+from llm.plugins import pm
+
+import llm_async_attachments as laa
+from llm_async_attachments.cli import _prepare, register_commands
+from tests.support import samples
+
+
+@pytest.fixture
+def run(monkeypatch, tmp_path):
+    """Run ``async-attachments ARGS`` on a fresh click group, as llm's CLI would."""
+    monkeypatch.setenv("LLM_USER_PATH", str(tmp_path / "llm-user"))
+    group = click.Group()
+    register_commands(group)
+
+    def invoke(*args: str) -> Result:
+        return CliRunner().invoke(group, ["async-attachments", *args])
+
+    return invoke
+
+
+def row(output: str, model_id: str) -> list[str]:
+    """The cells of the status table row of ``model_id``."""
+    for line in output.splitlines():
+        cells = re.split(r"\s{2,}", line.strip())
+        if cells[0] == model_id:
+            return cells
+    raise AssertionError(f"no row for {model_id} in:\n{output}")
+
+
+class Sync(llm.Model):
+    def __init__(self, model_id: str) -> None:
+        self.model_id = model_id
+
+    def execute(self, prompt: Any, stream: bool, response: Any, conversation: Any = None) -> Any:
+        yield ""
+
+
+class OptedIn(llm.AsyncModel):
+    model_id = "cli-opted-in"
+    supports_async_attachments = True
+    supports_attachment_urls = frozenset({"image/*", "application/pdf"})
+
+    async def execute(
+        self, prompt: Any, stream: bool, response: Any, conversation: Any = None
+    ) -> AsyncGenerator[str, None]:
+        yield ""
+
+
+class HandMadeBridge(OptedIn):
+    """A sync-to-async bridge as any plugin may write one: it keeps the sync model it runs."""
+
+    model_id = "cli-bridge"
+    supports_async_attachments = False
+    supports_attachment_urls = True
+
+    def __init__(self, sync_model: llm.Model) -> None:
+        self.sync_model = sync_model
+
+
+class OwnExecute(OptedIn):
+    """Sets ``execute`` on each instance, which hides the prepared class method."""
+
+    model_id = "cli-own-execute"
+    supports_attachment_urls = None
+
+    def __init__(self) -> None:
+        self.execute = self._run
+
+    async def _run(self, *args: Any) -> AsyncGenerator[str, None]:
+        yield ""
+
+
+class Models:
+    @llm.hookimpl
+    def register_models(self, register: Any) -> None:
+        register(Sync("cli-opted-in"), OptedIn())
+        register(Sync("cli-bridge"), HandMadeBridge(Sync("cli-bridge")))
+        register(Sync("cli-own-execute"), OwnExecute())
+        register(Sync("cli-sync-only"))
+
+
+@pytest.fixture
+def models() -> Iterator[None]:
+    """Test models registered with llm, as a plugin registers them."""
+    plugin = Models()
+    pm.register(plugin, name="test-cli-models")
+    yield
+    pm.unregister(plugin)
+
+
+def test_status_shows_how_each_async_model_gets_its_attachments(run, models):
+    result = run("status")
+
+    assert result.exit_code == 0, result.output
+    assert row(result.output, "model") == [
+        "model",
+        "kind",
+        "prepares",
+        "AsyncAttachment",
+        "URLs as URLs",
+    ]
+    assert row(result.output, "cli-opted-in") == [
+        "cli-opted-in",
+        "native",
+        "yes",
+        "yes",
+        "application/pdf, image/*",
+    ]
+    assert row(result.output, "cli-bridge") == ["cli-bridge", "bridged (tests)", "yes", "no", "all"]
+    assert row(result.output, "cli-own-execute") == [
+        "cli-own-execute",
+        "native",
+        "no",
+        "yes",
+        "none",
+    ]
+
+
+def test_status_shows_llm_openai_models_take_image_urls(run):
+    result = run("status")
+
+    assert row(result.output, "gpt-4o-mini")[1:] == ["native", "yes", "no", "image/*"]
+
+
+def test_status_shows_sync_only_models_as_bridged_by_this_package(run, models):
+    result = run("status")
+
+    assert row(result.output, "cli-sync-only")[1:] == [
+        "bridged (llm-async-attachments)",
+        "yes",
+        "no",
+        "none",
+    ]
+
+
+def test_status_recognises_llm_all_models_async_bridges(run, models):
+    pytest.importorskip("llm_all_models_async")
+    laa.configure(laa.Config(guard="strict", bridge=False))
+
+    result = run("status")
+
+    assert row(result.output, "cli-sync-only")[1] == "bridged (llm-all-models-async)"
+
+
+def test_status_shows_the_active_limits_and_guard_mode(run):
+    laa.configure(laa.Config(max_bytes=4 * 1024 * 1024, deadline=5.0, guard="warn"))
+
+    result = run("status")
+
+    assert result.exit_code == 0, result.output
+    assert row(result.output, "max_bytes") == [
+        "max_bytes",
+        "4 MiB",
+        "LLM_ASYNC_ATTACHMENTS_MAX_BYTES",
+    ]
+    assert row(result.output, "deadline")[1] == "5 s"
+    assert row(result.output, "concurrency")[1] == "8"
+    assert "Guard: warn (warn anywhere on an event loop)" in result.output
+
+
+def test_malformed_environment_exits_with_the_variable_named(run, monkeypatch):
+    monkeypatch.setenv("LLM_ASYNC_ATTACHMENTS_MAX_BYTES", "lots")
+    laa.configure(None)
+
+    for command in (["status"], ["fetch", "/tmp"]):
+        result = run(*command)
+
+        assert result.exit_code == 1
+        assert "LLM_ASYNC_ATTACHMENTS_MAX_BYTES='lots' is not valid" in result.stderr
+
+
+def test_fetch_url_prints_type_size_and_requests(run, file_server):
+    url = file_server.add("/cat.png", samples.png(), content_type="image/png")
+
+    result = run("fetch", url)
+
+    assert result.exit_code == 0, result.output
+    assert row(result.stdout, "type") == ["type", "image/png"]
+    assert row(result.stdout, "size") == ["size", f"{len(samples.png())} bytes"]
+    assert row(result.stdout, "requests") == ["requests", "1"]
+    assert row(result.stdout, "time")[1].endswith(" s")
+    assert file_server.requests == [("GET", "/cat.png")]
+    assert result.stderr == ""  # no spinner when stderr is not a terminal
+
+
+def test_fetch_path_reads_the_file_with_no_requests(run, tmp_path):
+    path = tmp_path / "report"
+    path.write_bytes(samples.sized("pdf", 5000))
+
+    result = run("fetch", str(path))
+
+    assert result.exit_code == 0, result.output
+    assert row(result.stdout, "type") == ["type", "application/pdf"]
+    assert row(result.stdout, "size") == ["size", "4.9 KiB (5000 bytes)"]
+    assert row(result.stdout, "requests") == ["requests", "0"]
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("/status/404", "could not be downloaded: HTTP 404 Not Found. Check the URL."),
+        ("/big?size=4096", "too large: its Content-Length is 4096 bytes"),
+        ("file:///etc/passwd", "is not an http:// or https:// URL"),
+        ("/no/such/file.png", "cannot be read: it does not exist"),
+    ],
+)
+def test_fetch_refusal_exits_1_with_the_error_message(run, file_server, source, message):
+    laa.configure(laa.Config(max_bytes=1024, guard="strict"))
+    if source.startswith(("/status", "/big")):
+        source = file_server.url(source)
+
+    result = run("fetch", source)
+
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    assert result.stderr.startswith("Error: Attachment ")
+    assert message in result.stderr
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+async def test_fetch_on_a_terminal_shows_elapsed_time_then_erases_it(file_server):
+    url = file_server.add("/cat.png", samples.png(), content_type="image/png")
+    terminal = Terminal()
+    attachment = llm.Attachment(url=url)
+
+    summary = await _prepare(attachment, laa.get_config(), terminal, show_after=0)
+
+    assert summary.requests == 1
+    assert terminal.getvalue().startswith(f"\r| Fetching {url} 0.")
+    assert terminal.getvalue().endswith("\r\x1b[K")
+
+
+def test_llm_command_line_has_the_group(tmp_path, monkeypatch):
+    monkeypatch.setenv("LLM_USER_PATH", str(tmp_path / "llm-user"))
+
+    result = CliRunner().invoke(llm_cli, ["async-attachments", "fetch", __file__])
+
+    assert result.exit_code == 0, result.output
+    assert row(result.stdout, "requests") == ["requests", "0"]

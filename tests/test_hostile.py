@@ -1,0 +1,70 @@
+"""The hostile-input catalogue: a typed error with a clear message, in time, in bounded memory."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import pytest
+
+from llm_async_attachments import client
+from tests.support.fileserver import FileServer
+from tests.support.hostile import SCENARIOS, Context, MiB, run
+
+# The cap (1 MiB) plus a small constant: buffers of httpx, h11 and zlib.
+MEMORY_BOUND = MiB + 3 * MiB
+
+
+@pytest.fixture(scope="module")
+def _server6():
+    with FileServer("::1") as server:
+        yield server
+
+
+@pytest.fixture
+def context(file_server, _server6, tmp_path):
+    _server6.reset()
+    return Context(file_server, _server6, tmp_path)
+
+
+def open_fds() -> set[str]:
+    return {
+        os.readlink(f"/proc/self/fd/{fd}")
+        for fd in os.listdir("/proc/self/fd")
+        if os.path.exists(f"/proc/self/fd/{fd}")
+    }
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=[s.name for s in SCENARIOS])
+async def test_scenario(scenario, context):
+    files_before = {fd for fd in open_fds() if fd.startswith("/")}
+    outcome = await run(scenario, context)
+    if scenario.either_or_success and outcome.error is None:
+        assert len(outcome.attachment.content_bytes()) <= scenario.config_for().max_bytes
+    elif scenario.error is None:
+        assert outcome.error is None, f"{scenario.name}: {outcome.error!r}"
+    else:
+        assert isinstance(outcome.error, scenario.error), repr(outcome.error)
+        message = str(outcome.error)
+        assert scenario.says in message
+        assert "s3cret" not in message
+        assert outcome.error.source  # which attachment
+    assert outcome.peak_bytes < MEMORY_BOUND
+    # Nothing left behind: no connection still in use, no file still open.
+    assert busy_connections() == []
+    assert {fd for fd in open_fds() if fd.startswith("/")} <= files_before
+
+
+def busy_connections() -> list[object]:
+    pools = client._pools.get(asyncio.get_running_loop())
+    connections = [
+        connection
+        for pool in (pools.pools.values() if pools else ())
+        for connection in pool.client._transport._pool.connections
+    ]
+    return [c for c in connections if not (c.is_idle() or c.is_closed())]
+
+
+def test_the_catalogue_is_long_enough():
+    assert len(SCENARIOS) >= 25
+    assert len({s.name for s in SCENARIOS}) == len(SCENARIOS)

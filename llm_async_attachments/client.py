@@ -71,6 +71,33 @@ async def pool_for_running_loop(config: Config) -> Pool:
     return registry.pools[key]
 
 
+async def reclaim_orphans(pool: Pool) -> None:
+    """Close connections httpcore lost track of when a fetch was cancelled.
+
+    httpcore 1.0.9 can leave a connection busy after a cancellation, owned by
+    no request (encode/httpcore#1093, encode/httpx#3782): it would hold one of
+    the pool's slots for the life of the loop, and after ``concurrency`` of
+    them every fetch would wait for a slot forever. Run before each fetch, this
+    looks at a handful of connections and closes the orphans. A no-op if
+    httpcore's internals ever change shape.
+    """
+    core = getattr(pool.client._transport, "_pool", None)
+    requests = getattr(core, "_requests", None)
+    connections = getattr(core, "_connections", None)
+    if not isinstance(requests, list) or not isinstance(connections, list):
+        return
+    owned = {id(request.connection) for request in requests}
+    orphans = [
+        connection
+        for connection in connections
+        if id(connection) not in owned and not (connection.is_idle() or connection.is_closed())
+    ]
+    for connection in orphans:
+        connections.remove(connection)
+    for connection in orphans:
+        await connection.aclose()
+
+
 def _transport(config: Config, verify: ssl.SSLContext) -> httpx.AsyncHTTPTransport:
     limits = httpx.Limits(
         max_connections=config.concurrency, max_keepalive_connections=config.concurrency

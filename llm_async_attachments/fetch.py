@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import io
 import random
 import re
 import time
@@ -20,7 +21,7 @@ import httpx
 
 from . import mime
 from .budget import Budget, Meter
-from .client import pool_for_running_loop
+from .client import pool_for_running_loop, reclaim_orphans
 from .config import Config
 from .errors import (
     AttachmentAddressRefused,
@@ -122,6 +123,7 @@ class _Session:
     async def __aenter__(self) -> _Session:
         _check_url(self.url, self.label)
         pool = await pool_for_running_loop(self.config)
+        await reclaim_orphans(pool)
         self._client, self._slot = pool.client, pool.slots
         await self._slot.acquire()
         await self._deadline.__aenter__()
@@ -259,8 +261,9 @@ class _Body:
     """A response body read in steps, every decoded byte charged to a meter."""
 
     def __init__(self, source: str, response: httpx.Response, meter: Meter) -> None:
-        self._chunks: list[bytes] = []
-        self._size = 0
+        # BytesIO, not a list and b"".join: its getvalue() hands over its buffer
+        # without a copy, where a join of 32 MiB would hold the loop ~20 ms.
+        self._buffer = io.BytesIO()
         self._meter = meter
         self._stream = _decoded(response, source, lambda: meter.room + 1)
 
@@ -272,22 +275,21 @@ class _Body:
 
     async def read_until(self, size: int) -> bytes:
         """At least ``size`` bytes, or all there are if fewer."""
-        while self._size < size:
+        while self._buffer.tell() < size:
             try:
                 self._add(await anext(self._stream))
             except StopAsyncIteration:
                 break
-        return b"".join(self._chunks)
+        return self._buffer.getvalue()
 
     async def read_all(self) -> bytes:
         async for chunk in self._stream:
             self._add(chunk)
-        return b"".join(self._chunks)
+        return self._buffer.getvalue()
 
     def _add(self, chunk: bytes) -> None:
         self._meter.add(len(chunk))
-        self._chunks.append(chunk)
-        self._size += len(chunk)
+        self._buffer.write(chunk)
 
 
 async def _decoded(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import stat
 
@@ -40,11 +41,11 @@ async def read_path(path: str, meter: Meter) -> bytes:
                 )
             if stat.S_ISREG(info.st_mode):
                 meter.declare(info.st_size, "file size")
-            chunks = []
+            content = io.BytesIO()  # getvalue() hands over its buffer: no final copy
             while chunk := await file.read(min(CHUNK_BYTES, meter.room + 1)):
                 meter.add(len(chunk))
-                chunks.append(chunk)
-            return b"".join(chunks)
+                content.write(chunk)
+            return content.getvalue()
     except OSError as exc:
         raise AttachmentPathError(
             f"Attachment path {path} cannot be read: {_describe(exc)}. {_FIX}",

@@ -66,14 +66,16 @@ async def check_never_blocks(
     before = get_config()
     configure(dataclasses.replace(before, guard="strict"))
     try:
-        with no_thread_leaks(action="raise"):
+        # grace_period=0: pyleak's own grace wait is a time.sleep on this loop;
+        # the asyncio.sleep below gives finished threads the same time to exit.
+        with no_thread_leaks(action="raise", grace_period=0):
             async with (
                 no_task_leaks(action="raise"),
                 no_event_loop_blocking(action="raise", threshold=threshold),
             ):
                 response = model.prompt(prompt, attachments=list(attachments), **options)
                 text = await response.text()
-            await asyncio.sleep(0)
+            await asyncio.sleep(0.1)
     finally:
         configure(before)
     return text

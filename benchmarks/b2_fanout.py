@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import sys
 from collections.abc import Awaitable, Callable
 
 import httpx
@@ -58,7 +57,10 @@ def this_package(urls: list[str], concurrency: int) -> Callable[[], Awaitable[No
     async def run() -> None:
         model = llm.get_async_model("echo")
         prompt = llm.Prompt("x", model, attachments=[llm.Attachment(url=u) for u in urls])
-        config = dataclasses.replace(laa.get_config(), concurrency=concurrency)
+        # 500 attachments of 2 MiB are 1000 MiB: over the 128 MiB default per call.
+        config = dataclasses.replace(
+            laa.get_config(), concurrency=concurrency, max_total_bytes=2 * 1024**3
+        )
         await laa.prepare_attachments(prompt, config=config)
 
     return run
@@ -77,43 +79,75 @@ def raw_httpx(urls: list[str], concurrency: int) -> Callable[[], Awaitable[None]
     return run
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, nargs="+", default=[50])
-    parser.add_argument("--concurrency", type=int, default=laa.Config().concurrency)
-    args = parser.parse_args(argv)
+APPROACHES = (
+    "llm sync, sequential",
+    "asyncio.to_thread each (#1195)",
+    "llm-async-attachments",
+    "raw httpx + gather (floor)",
+)
+
+
+def run(ns: list[int], concurrency: int) -> dict[int, dict[str, tuple[int, float, float]]]:
+    """For each N and approach: (requests, largest stall in ms, wall seconds)."""
     llm.get_async_models()
     laa.configure(dataclasses.replace(laa.Config(), guard="off"))  # let llm block, as today
     body = samples.sized("png", SIZE)
-    print(
-        f"B2 fan-out: {SIZE >> 20} MiB PNGs, {LATENCY * 1000:.0f} ms latency, "
-        f"concurrency {args.concurrency}\n"
-    )
-    print(f"{'N':>4} {'approach':32} {'requests':>9} {'stall ms':>9} {'wall s':>8} {'vs ours':>8}")
+    results: dict[int, dict[str, tuple[int, float, float]]] = {}
     with SpawnedFileServer() as server:
-        for n in args.n:
+        for n in ns:
             urls = [
                 server.add(f"/f{i}.png", body, content_type="image/png", latency=LATENCY)
                 for i in range(n)
             ]
-            approaches = {
-                "llm sync, sequential": llm_sequential(urls),
-                "asyncio.to_thread each (#1195)": to_thread_each(urls),
-                "llm-async-attachments": this_package(urls, args.concurrency),
-                "raw httpx + gather (floor)": raw_httpx(urls, args.concurrency),
-            }
-            results = {}
-            for name, work in approaches.items():
+            works = dict(
+                zip(
+                    APPROACHES,
+                    (
+                        llm_sequential(urls),
+                        to_thread_each(urls),
+                        this_package(urls, concurrency),
+                        raw_httpx(urls, concurrency),
+                    ),
+                    strict=True,
+                )
+            )
+            results[n] = {}
+            for name, work in works.items():
                 server.clear_requests()
                 measured = asyncio.run(measure(work))
-                results[name] = (server.count(), measured)
-            ours = results["llm-async-attachments"][1].wall_s
-            for name, (requests, measured) in results.items():
-                print(
-                    f"{n:>4} {name:32} {requests:>9} {measured.largest_stall_ms:>9.1f} "
-                    f"{measured.wall_s:>8.2f} {measured.wall_s / ours:>7.1f}x"
-                )
-            sys.stdout.flush()
+                results[n][name] = (server.count(), measured.largest_stall_ms, measured.wall_s)
+            print(report({n: results[n]}, concurrency, header=n == ns[0]), flush=True)
+    laa.configure(None)
+    return results
+
+
+def report(
+    results: dict[int, dict[str, tuple[int, float, float]]], concurrency: int, header: bool = True
+) -> str:
+    lines = []
+    if header:
+        lines += [
+            f"B2 fan-out: {SIZE >> 20} MiB PNGs, {LATENCY * 1000:.0f} ms latency, "
+            f"concurrency {concurrency}",
+            "",
+            f"{'N':>4} {'approach':32} {'requests':>9} {'stall ms':>9} {'wall s':>8} "
+            f"{'vs ours':>8}",
+        ]
+    for n, rows in results.items():
+        ours = rows["llm-async-attachments"][2]
+        for name, (requests, stall, wall) in rows.items():
+            lines.append(
+                f"{n:>4} {name:32} {requests:>9} {stall:>9.1f} {wall:>8.2f} {wall / ours:>7.1f}x"
+            )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict[int, dict[str, tuple[int, float, float]]]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, nargs="+", default=[1, 10, 100, 500])
+    parser.add_argument("--concurrency", type=int, default=laa.Config().concurrency)
+    args = parser.parse_args(argv)
+    return run(args.n, args.concurrency)
 
 
 if __name__ == "__main__":

@@ -122,9 +122,8 @@ def _transport(config: Config, verify: ssl.SSLContext) -> httpx.AsyncHTTPTranspo
 async def _ssl_context() -> ssl.SSLContext:
     """httpx's default TLS settings, built once per process on a worker thread.
 
-    Loading the CA bundle takes 30-50 ms and httpx's transport imports
-    httpcore, h11 and anyio on first connect (another 40 ms): done on the
-    event loop, both would stall it.
+    Loading the CA bundle takes 30-50 ms; done on the event loop, as
+    ``httpx.AsyncClient()`` would, it would stall it for every new loop.
     """
     return _ssl or await asyncio.to_thread(_first_use)
 
@@ -133,22 +132,19 @@ def _first_use() -> ssl.SSLContext:
     global _ssl
     with _ssl_lock:
         if _ssl is None:
-            for module in _TRANSPORT_MODULES:
-                with contextlib.suppress(ImportError):
-                    importlib.import_module(module)
             _ssl = httpx.create_ssl_context()
         return _ssl
 
 
 _ssl: ssl.SSLContext | None = None
 _ssl_lock = threading.Lock()
-_TRANSPORT_MODULES = (
-    "httpcore",
-    "h11",
-    "anyio",
-    "anyio._backends._asyncio",
-    "httpcore._backends.anyio",
-)
+
+# httpx imports these on its first connection, on the event loop (~40 ms; on a
+# worker thread they would still hold the GIL). Importing them with this
+# package moves that to when llm loads its plugins.
+for _module in ("h11", "anyio._backends._asyncio", "httpcore._backends.anyio"):
+    with contextlib.suppress(ImportError):
+        importlib.import_module(_module)
 
 
 async def _close_at_loop_shutdown(client: httpx.AsyncClient) -> AsyncIterator[None]:

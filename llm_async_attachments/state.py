@@ -37,7 +37,7 @@ class Prepared:
     content: bytes | None = None
     id: str | None = None
     base64: str | None = None
-    """``base64_content()``, for content over 1 MiB: encoded once, off the event loop."""
+    """``base64_content()``, for content over 2 MiB: encoded once, off the event loop."""
     check_type: bool = False
     """llm's type check was deferred from ``model.prompt()`` to the prepare step."""
     _flight: tuple[asyncio.AbstractEventLoop, asyncio.Future[Any]] | None = field(

@@ -27,6 +27,11 @@ pytest.importorskip("llm_markov")
 from datasette.app import Datasette
 from datasette_enrichments.utils import wait_for_job
 
+# datasette-enrichments-llm's own form, not this package's concern.
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:Passing SelectField choices as tuples:DeprecationWarning"
+)
+
 ROWS = 20
 LENGTH = 7  # llm-markov's default is 100 words
 WORDS = "the quick brown fox jumps over the lazy dog"

@@ -197,7 +197,7 @@ def test_each_event_loop_gets_its_own_client_closed_with_the_loop(urls, echo):
 
 
 async def test_large_content_is_hashed_and_encoded_once_off_the_loop(file_server, echo, tmp_path):
-    big = bytes(range(256)) * (8 * 1024)  # 2 MiB
+    big = bytes(range(256)) * (12 * 1024)  # 3 MiB
     url = file_server.add("/big.bin", big, content_type="application/octet-stream")
     path = tmp_path / "big.bin"
     path.write_bytes(big)

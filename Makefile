@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 OLDEST_VENV := .venv-oldest
 OLDEST_PINS := llm==0.30 llm-echo==0.4
 
-.PHONY: demo test test-oldest lint clean docs
+.PHONY: demo test test-oldest lint clean docs bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,9 +41,16 @@ $(VENV)/.docs-installed: pyproject.toml | $(BIN)/python
 docs: $(VENV)/.docs-installed
 	$(BIN)/mkdocs build --strict
 
+$(VENV)/.bench-installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[test,datasette,bench]'
+	touch $@
+
+bench: $(VENV)/.bench-installed
+	$(BIN)/python -m benchmarks
+
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
 clean:
-	rm -rf $(VENV) $(OLDEST_VENV) .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) $(OLDEST_VENV) .pytest_cache .ruff_cache *.egg-info site

@@ -1,7 +1,7 @@
 """B3 oversize: a 1 GiB body and an endless one, against a 32 MiB cap.
 
-Each approach runs in a fresh child process, so its peak RSS is its own
-(``ru_maxrss`` of the child, counted after imports and a small warm-up fetch):
+Each approach runs in a fresh child process, so its peak RSS is its own: the
+kernel's high-water mark (VmHWM), reset after imports and a warm-up fetch:
 llm's unbounded ``content_bytes()`` against this package's capped prefetch.
 The file server runs in its own process. llm is not run on the endless body:
 it would read until the machine runs out of memory.
@@ -12,7 +12,6 @@ it would read until the machine runs out of memory.
 from __future__ import annotations
 
 import json
-import resource
 import subprocess
 import sys
 import time
@@ -41,7 +40,7 @@ def child(approach: str, url: str, warm_up_url: str) -> None:
 
     async def package() -> tuple[str, float, int]:
         await prepare(warm_up_url)
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        before = reset_peak()
         started = time.perf_counter()
         try:
             await prepare(url)
@@ -52,14 +51,27 @@ def child(approach: str, url: str, warm_up_url: str) -> None:
 
     if approach == "llm":
         llm.Attachment(url=warm_up_url).content_bytes()
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        before = reset_peak()
         started = time.perf_counter()
         outcome = f"read {len(llm.Attachment(url=url).content_bytes()) >> 20} MiB"
         seconds = time.perf_counter() - started
     else:
         outcome, seconds, before = asyncio.run(package())
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(json.dumps({"outcome": outcome, "seconds": seconds, "growth": peak - before}))
+    print(json.dumps({"outcome": outcome, "seconds": seconds, "growth": status("VmHWM") - before}))
+
+
+def status(field: str) -> int:
+    """A memory figure of this process from /proc/self/status, in bytes."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def reset_peak() -> int:
+    """Reset the kernel's peak-RSS mark (VmHWM) to now; return the RSS now."""
+    Path("/proc/self/clear_refs").write_text("5")
+    return status("VmRSS")
 
 
 def run() -> list[dict]:

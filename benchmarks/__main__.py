@@ -66,7 +66,7 @@ def plot_b1(results: dict) -> str:
     for name, measured in results.items():
         times = [t for t, _ in measured["gaps"]]
         stalls = [gap for _, gap in measured["gaps"]]
-        axes.plot(times, stalls, label=name, linewidth=1)
+        axes.plot(times, stalls, label=name, marker=".", markersize=3, linestyle="none")
     axes.set_xlabel("seconds since the conversation started")
     axes.set_ylabel("event-loop stall (ms)")
     axes.set_yscale("symlog", linthresh=10)

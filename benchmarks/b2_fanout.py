@@ -19,7 +19,7 @@ import httpx
 import llm
 
 import llm_async_attachments as laa
-from tests.support import samples
+from llm_async_attachments.testing import samples
 from tests.support.spawned import SpawnedFileServer
 from tests.support.stall import measure
 

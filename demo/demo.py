@@ -20,8 +20,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.support import samples  # noqa: E402
-from tests.support.fileserver import FileServer  # noqa: E402
+from llm_async_attachments.testing import samples  # noqa: E402
+from llm_async_attachments.testing.server import FileServer  # noqa: E402
 from tests.support.openai_server import OpenAIServer  # noqa: E402
 
 SIZE = 2 * 1024 * 1024

@@ -181,7 +181,7 @@ class _Session:
             response = await self._send_with_retries(request)
             if not response.has_redirect_location:
                 break
-            await response.aclose()
+            await _close(response)
             if hop == MAX_REDIRECTS:
                 raise TooManyRedirects(
                     f"Attachment {self.label} redirected more than {MAX_REDIRECTS} times "
@@ -201,7 +201,7 @@ class _Session:
         try:
             yield response
         finally:
-            await response.aclose()
+            await _close(response)
 
     async def _send_with_retries(self, request: httpx.Request) -> httpx.Response:
         """Send one request (GET or HEAD: idempotent), retrying transient failures.
@@ -233,7 +233,7 @@ class _Session:
         if delay >= remaining:
             return False
         if before is not None:
-            await before.aclose()
+            await _close(before)
         await asyncio.sleep(delay)
         return True
 
@@ -369,6 +369,27 @@ def _retry_after(response: httpx.Response) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - time.time())
+
+
+async def _close(response: httpx.Response) -> None:
+    """Close a response for certain, even if this task is cancelled again meanwhile.
+
+    httpcore shields its clean-up with an anyio cancel scope, which asyncio's
+    ``Task.cancel()`` goes through: a second cancellation during the close
+    leaves the connection busy forever (encode/httpx#3782). The close runs
+    as its own task here, and is waited for, however often we are cancelled;
+    it is local work (no waiting on the server), so the wait is short.
+    """
+    closing = asyncio.ensure_future(response.aclose())
+    cancelled = False
+    while not closing.done():
+        try:
+            await asyncio.shield(closing)
+        except asyncio.CancelledError:
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError
+    closing.result()
 
 
 def _content_length(response: httpx.Response) -> int | None:

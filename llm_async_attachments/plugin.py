@@ -1,4 +1,5 @@
-"""The llm plugin: every async model llm hands out prepares its attachments first."""
+"""The llm plugin: sync-only models get an async form, and every async model prepares
+its attachments before it runs. Also the ``llm async-attachments`` commands."""
 
 from __future__ import annotations
 

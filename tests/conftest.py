@@ -11,7 +11,7 @@ import inspect
 import pytest
 
 import llm_async_attachments as laa
-from tests.support.fileserver import FileServer
+from llm_async_attachments.testing.server import FileServer
 from tests.support.openai_server import OpenAIServer
 from tests.support.scenario import warm_up
 

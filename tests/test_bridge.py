@@ -19,7 +19,8 @@ from pydantic import ValidationError
 
 import llm_async_attachments as laa
 from llm_async_attachments.bridge import BUFFER
-from tests.support import LLM_HAS_MESSAGES, samples
+from llm_async_attachments.testing import samples
+from tests.support import LLM_HAS_MESSAGES
 from tests.support.sync_models import Recorder, SyncModels, Ticker
 
 HAS_MARKOV = find_spec("llm_markov") is not None
@@ -176,7 +177,7 @@ async def test_prompts_beyond_the_pool_wait_and_all_finish():
     use(bridge_workers=2)
     sync = Ticker()
     model = laa.bridge_model(sync)
-    responses = [model.prompt(f"p{i}", chunks=3, delay=0.01) for i in range(10)]
+    responses = [model.prompt(f"p{i}", chunks=3, delay=0.02) for i in range(10)]
     texts = await asyncio.gather(*(response.text() for response in responses))
     assert texts == ["0 1 2 "] * 10
     assert sync.peak == 2
@@ -290,9 +291,10 @@ async def test_cancelling_the_consumer_closes_the_sync_generator_at_its_next_chu
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    again = asyncio.create_task(model.prompt("again").text())
+    after = laa.bridge_model(Ticker(log=sync.log))  # the same model id: the same slot
+    again = asyncio.create_task(after.prompt("again").text())
     assert await asyncio.to_thread(sync.closed.wait, 10)
-    assert sync.ending == "closed"  # by generator.close(): its finally ran
+    assert sync.endings["x"] == "closed"  # by generator.close(): its finally ran
     assert sync.produced - produced_at_cancel <= 1
     assert await again == "0 1 2 "  # the worker is free again...
     # ... once the cancelled generator's clean-up had finished, not before.
@@ -314,7 +316,7 @@ async def test_a_consumer_that_stops_reading_closes_the_sync_generator(how):
         del response
         gc.collect()
     assert await asyncio.to_thread(sync.closed.wait, 10)
-    assert sync.ending == "closed"
+    assert sync.endings == {"x": "closed"}
     assert sync.produced <= BUFFER + 2
 
 
@@ -345,7 +347,7 @@ def test_a_worker_stops_when_its_event_loop_is_closed_without_closing_it():
     loop.close()  # without shutdown_asyncgens(): the generator is never closed
     worker.join(10)
     assert not worker.is_alive()
-    assert sync.ending == "closed"
+    assert sync.endings == {"x": "closed"}
     asyncio.run(generator.aclose())
 
 

@@ -16,7 +16,7 @@ from llm.plugins import pm
 
 import llm_async_attachments as laa
 from llm_async_attachments.cli import _prepare, register_commands
-from tests.support import samples
+from llm_async_attachments.testing import samples
 
 
 @pytest.fixture

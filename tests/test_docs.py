@@ -11,7 +11,7 @@ import pytest
 
 import llm_async_attachments as laa
 from llm_async_attachments.budget import human
-from tests.support import samples
+from llm_async_attachments.testing import samples
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 EXAMPLES = [

@@ -10,7 +10,7 @@ import pytest
 import respx
 
 import llm_async_attachments as laa
-from tests.support import samples
+from llm_async_attachments.testing import samples
 
 URL = "https://files.example.test/x.pdf"
 

@@ -12,7 +12,7 @@ import llm
 import pytest
 
 import llm_async_attachments as laa
-from tests.support import samples
+from llm_async_attachments.testing import samples
 
 MiB = 1024 * 1024
 

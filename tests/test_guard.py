@@ -11,7 +11,7 @@ import pytest
 
 import llm_async_attachments as laa
 from llm_async_attachments import guard
-from tests.support import samples
+from llm_async_attachments.testing import samples
 
 METHODS = ["resolve_type", "content_bytes", "base64_content"]
 

@@ -13,7 +13,8 @@ from llm.migrations import migrate
 
 import llm_async_attachments as laa
 from llm_async_attachments import hook
-from tests.support import LLM_HAS_MESSAGES, samples
+from llm_async_attachments.testing import samples
+from tests.support import LLM_HAS_MESSAGES
 from tests.support.models import AsyncReader, Reader
 
 

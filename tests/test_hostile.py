@@ -8,7 +8,7 @@ import os
 import pytest
 
 from llm_async_attachments import client
-from tests.support.fileserver import FileServer
+from llm_async_attachments.testing.server import FileServer
 from tests.support.hostile import SCENARIOS, Context, MiB, run
 
 # The cap (1 MiB) plus a small constant: buffers of httpx, h11 and zlib.

@@ -11,7 +11,7 @@ import pytest
 
 import llm_async_attachments as laa
 from llm_async_attachments import client
-from tests.support import samples
+from llm_async_attachments.testing import samples
 
 MiB = 1024 * 1024
 

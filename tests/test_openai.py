@@ -12,7 +12,8 @@ from pathlib import Path
 import llm
 import pytest
 
-from tests.support import LLM_HAS_MESSAGES, samples
+from llm_async_attachments.testing import samples
+from tests.support import LLM_HAS_MESSAGES
 from tests.support.scenario import three_turns
 
 ROOT = Path(__file__).resolve().parent.parent

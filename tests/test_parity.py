@@ -8,7 +8,7 @@ import llm
 import pytest
 
 import llm_async_attachments as laa
-from tests.support import samples
+from llm_async_attachments.testing import samples
 
 KINDS = ["png", "jpeg", "gif", "webp", "pdf", "wav", "mp3", "text", "unknown"]
 # What a well-behaved server declares for each kind (llm returns the header as is).

@@ -10,7 +10,7 @@ import pytest
 
 import llm_async_attachments as laa
 from llm_async_attachments.policy import AddressPolicy, kind_of
-from tests.support import samples
+from llm_async_attachments.testing import samples
 from tests.support.hostile import loopback_resolver
 
 LOOPBACK_SPELLINGS = [

@@ -15,7 +15,8 @@ import pytest
 import llm_async_attachments as laa
 from llm_async_attachments import client as client_module
 from llm_async_attachments.state import peek
-from tests.support import LLM_HAS_MESSAGES, samples
+from llm_async_attachments.testing import samples
+from tests.support import LLM_HAS_MESSAGES
 
 MiB = 1024 * 1024
 

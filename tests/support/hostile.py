@@ -25,8 +25,8 @@ import llm
 
 import llm_async_attachments as laa
 from llm_async_attachments import policy
-from tests.support import samples
-from tests.support.fileserver import FileServer
+from llm_async_attachments.testing import samples
+from llm_async_attachments.testing.server import FileServer
 
 MiB = 1024 * 1024
 # Small limits, so that every scenario fails (or passes) in a few seconds.

@@ -16,7 +16,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from tests.support.fileserver import FileServer
+from llm_async_attachments.testing.server import FileServer
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -50,7 +50,7 @@ class Ticker(llm.Model):
         self.log = [] if log is None else log
         self.gate = threading.Event()
         self.closed = threading.Event()
-        self.ending: str | None = None
+        self.endings: dict[str, str] = {}  # prompt: finished or closed
         self.produced = 0
         self.running = 0
         self.peak = 0
@@ -75,9 +75,9 @@ class Ticker(llm.Model):
                     yield StreamEvent(type="reasoning", chunk=f"r{i}")
                 self.produced += 1
                 yield str(i).ljust(options.size) if options.size else f"{i} "
-            self.ending = "finished"
+            self.endings[prompt.prompt] = "finished"
         except GeneratorExit:
-            self.ending = "closed"
+            self.endings[prompt.prompt] = "closed"
             if options.fail_on_close:
                 raise RuntimeError(f"{self.model_id} clean-up failed") from None
             raise

@@ -43,10 +43,16 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
-__all__ = ["CHUNK_SIZE", "FileServer", "compressed_zeros"]
+__all__ = [
+    "CHUNK_SIZE",
+    "FileServer",
+    "ServerThread",
+    "TrackingHTTPServer",
+    "compressed_zeros",
+]
 
 HOST = "127.0.0.1"
 CHUNK_SIZE = 64 * 1024
@@ -527,26 +533,29 @@ class _Handler(BaseHTTPRequestHandler):
     }
 
 
-class _HTTPServer(ThreadingHTTPServer):
-    """ThreadingHTTPServer that tracks open connections and stays quiet on disconnects."""
+class TrackingHTTPServer(ThreadingHTTPServer):
+    """A threaded HTTP server on a loopback host that tracks its open connections.
+
+    Stopping drops them (an idle keep-alive would otherwise hold its handler
+    thread), and ``peak_connections`` tells how many were open at once.
+    """
 
     daemon_threads = True
-    block_on_close = False
     request_queue_size = 128
 
-    def __init__(self, owner: FileServer) -> None:
-        self.owner = owner
+    def __init__(self, host: str, handler: type[BaseHTTPRequestHandler]) -> None:
         self._conn_lock = threading.Lock()
         self._connections: set[socket.socket] = set()
         self.peak_connections = 0
-        if ":" in owner.host:
+        if ":" in host:
             self.address_family = socket.AF_INET6
-        super().__init__((owner.host, 0), _Handler)
+        self._host = host
+        super().__init__((host, 0), handler)
 
     def server_bind(self) -> None:
         """Bind without HTTPServer's reverse DNS lookup (getfqdn)."""
         socketserver.TCPServer.server_bind(self)
-        self.server_name = self.owner.host
+        self.server_name = self._host
         self.server_port = self.server_address[1]
 
     def process_request(self, request: Any, client_address: Any) -> None:
@@ -560,6 +569,10 @@ class _HTTPServer(ThreadingHTTPServer):
             self._connections.discard(request)
         super().shutdown_request(request)
 
+    def open_connections(self) -> int:
+        with self._conn_lock:
+            return len(self._connections)
+
     def close_connections(self) -> None:
         """Shut down every open client connection (unblocks idle keep-alives)."""
         with self._conn_lock:
@@ -568,34 +581,24 @@ class _HTTPServer(ThreadingHTTPServer):
             with contextlib.suppress(OSError):
                 conn.shutdown(socket.SHUT_RDWR)
 
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """Ignore socket errors (client disconnects) and anything during shutdown."""
-        if isinstance(sys.exc_info()[1], OSError) or self.owner.stopping.is_set():
-            return
-        super().handle_error(request, client_address)
 
+class ServerThread:
+    """Runs a :class:`TrackingHTTPServer` on a daemon thread: ``start``, ``stop``, ``with``."""
 
-class FileServer:
-    """In-memory HTTP/1.1 test server on loopback with an ephemeral port.
-
-    ``host`` is ``127.0.0.1`` or, for IPv6, ``::1``.
-    """
-
-    def __init__(self, host: str = HOST) -> None:
-        if host not in (HOST, "::1"):
-            raise ValueError("FileServer binds loopback only: 127.0.0.1 or ::1")
-        self.host = host
-        self.base_url = ""
-        self.requests: list[tuple[str, str]] = []
-        self.hosts: list[str] = []
-        self._hits: dict[str, int] = {}
-        self.stopping = threading.Event()
-        self._lock = threading.Lock()
-        self._files: dict[str, _StaticFile] = {}
-        self._server: _HTTPServer | None = None
+    def __init__(self) -> None:
+        self._server: TrackingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
-    def __enter__(self) -> FileServer:
+    def _make_server(self) -> TrackingHTTPServer:
+        raise NotImplementedError
+
+    def _started(self, port: int) -> None:
+        """Called once the server is bound, with its port."""
+
+    def _stopping(self) -> None:
+        """Called before the server shuts down."""
+
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(
@@ -606,18 +609,17 @@ class FileServer:
     ) -> None:
         self.stop()
 
-    def start(self) -> FileServer:
+    def start(self) -> Self:
         """Bind an ephemeral loopback port and serve from a daemon thread."""
         if self._server is not None:
-            raise RuntimeError("FileServer already started")
-        self.stopping.clear()
-        server = _HTTPServer(self)
-        netloc = f"[{self.host}]" if ":" in self.host else self.host
-        self.base_url = f"http://{netloc}:{server.server_address[1]}"
+            raise RuntimeError(f"{type(self).__name__} already started")
+        server = self._make_server()
+        port = server.server_address[1]
+        self._started(port)
         thread = threading.Thread(
             target=server.serve_forever,
             kwargs={"poll_interval": 0.05},
-            name=f"FileServer-{server.server_address[1]}",
+            name=f"{type(self).__name__}-{port}",
             daemon=True,
         )
         thread.start()
@@ -629,13 +631,60 @@ class FileServer:
         server, thread = self._server, self._thread
         if server is None:
             return
-        self.stopping.set()
+        self._stopping()
         server.shutdown()
         server.close_connections()
         server.server_close()
         if thread is not None:
             thread.join(timeout=5)
         self._server = self._thread = None
+
+
+class _HTTPServer(TrackingHTTPServer):
+    """The file server's: quiet on client disconnects."""
+
+    block_on_close = False
+
+    def __init__(self, owner: FileServer) -> None:
+        self.owner = owner
+        super().__init__(owner.host, _Handler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Ignore socket errors (client disconnects) and anything during shutdown."""
+        if isinstance(sys.exc_info()[1], OSError) or self.owner.stopping.is_set():
+            return
+        super().handle_error(request, client_address)
+
+
+class FileServer(ServerThread):
+    """In-memory HTTP/1.1 test server on loopback with an ephemeral port.
+
+    ``host`` is ``127.0.0.1`` or, for IPv6, ``::1``.
+    """
+
+    def __init__(self, host: str = HOST) -> None:
+        if host not in (HOST, "::1"):
+            raise ValueError("FileServer binds loopback only: 127.0.0.1 or ::1")
+        super().__init__()
+        self.host = host
+        self.base_url = ""
+        self.requests: list[tuple[str, str]] = []
+        self.hosts: list[str] = []
+        self._hits: dict[str, int] = {}
+        self.stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._files: dict[str, _StaticFile] = {}
+
+    def _make_server(self) -> TrackingHTTPServer:
+        self.stopping.clear()
+        return _HTTPServer(self)
+
+    def _started(self, port: int) -> None:
+        netloc = f"[{self.host}]" if ":" in self.host else self.host
+        self.base_url = f"http://{netloc}:{port}"
+
+    def _stopping(self) -> None:
+        self.stopping.set()
 
     def url(self, path: str) -> str:
         """Absolute URL for ``path`` on this server."""
@@ -651,7 +700,7 @@ class FileServer:
     def reset(self) -> None:
         """Forget recorded requests, registered files and the connection peak."""
         if self._server is not None:
-            self._server.peak_connections = len(self._server._connections)
+            self._server.peak_connections = self._server.open_connections()
         with self._lock:
             self.requests.clear()
             self.hosts.clear()

@@ -12,18 +12,17 @@ key, e.g. ``OPENAI_API_KEY=x`` or ``prompt(..., key="x")``.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
-import socket
 import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import urlsplit
+
+from llm_async_attachments.testing.server import ServerThread, TrackingHTTPServer
 
 __all__ = ["OpenAIServer"]
 
@@ -222,34 +221,12 @@ def _response_events(ex: _Exchange) -> Iterator[Json]:
 # -- HTTP plumbing -------------------------------------------------------------
 
 
-class _HTTPServer(ThreadingHTTPServer):
-    """Threaded server that tracks open connections so :meth:`stop` can drop them."""
-
-    daemon_threads = True
+class _HTTPServer(TrackingHTTPServer):
     block_on_close = True  # server_close() joins handler threads (after close_connections)
 
     def __init__(self, owner: OpenAIServer) -> None:
         self.owner = owner
-        self.connections: set[socket.socket] = set()
-        self.connections_lock = threading.Lock()
-        super().__init__((HOST, 0), _Handler)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        with self.connections_lock:
-            self.connections.add(request)
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request: Any) -> None:
-        with self.connections_lock:
-            self.connections.discard(request)
-        super().shutdown_request(request)
-
-    def close_connections(self) -> None:
-        with self.connections_lock:
-            connections = list(self.connections)
-        for conn in connections:
-            with contextlib.suppress(OSError):
-                conn.shutdown(socket.SHUT_RDWR)
+        super().__init__(HOST, _Handler)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -369,60 +346,25 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
 
 
-class OpenAIServer:
+class OpenAIServer(ServerThread):
     """OpenAI-compatible API on 127.0.0.1 (ephemeral port) that always answers :attr:`reply`."""
 
     reply: str = "ok"
 
     def __init__(self, reply: str = "ok") -> None:
+        super().__init__()
         self.reply = reply
         self.base_url = ""
         self.bodies: list[Json] = []
         self.paths: list[str] = []
         self.headers: list[dict[str, str]] = []
         self._lock = threading.Lock()
-        self._server: _HTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
-    def __enter__(self) -> OpenAIServer:
-        return self.start()
+    def _make_server(self) -> TrackingHTTPServer:
+        return _HTTPServer(self)
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    def start(self) -> OpenAIServer:
-        """Bind 127.0.0.1:0 and serve from a daemon thread."""
-        if self._server is not None:
-            raise RuntimeError("OpenAIServer already started")
-        server = _HTTPServer(self)
-        port = server.server_address[1]
+    def _started(self, port: int) -> None:
         self.base_url = f"http://{HOST}:{port}/v1"
-        thread = threading.Thread(
-            target=server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name=f"OpenAIServer-{port}",
-            daemon=True,
-        )
-        thread.start()
-        self._server, self._thread = server, thread
-        return self
-
-    def stop(self) -> None:
-        """Stop serving, drop open connections and join the serving and handler threads."""
-        server, thread = self._server, self._thread
-        if server is None:
-            return
-        server.shutdown()
-        server.close_connections()
-        server.server_close()
-        if thread is not None:
-            thread.join(timeout=5)
-        self._server = self._thread = None
 
     def reset(self) -> None:
         """Forget recorded requests."""

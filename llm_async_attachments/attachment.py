@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
-import base64
-
 import llm
 
 from .config import get_config
 from .guard import describe
+from .offload import base64_text
 from .prepare import prepare_one
 from .state import UNSET, peek
 
 __all__ = ["AsyncAttachment", "to_async"]
-
-# Encoding more than this on the event loop would stall it for milliseconds.
-_ENCODE_ON_LOOP_LIMIT = 1024 * 1024
 
 
 class AsyncAttachment:
@@ -97,9 +92,7 @@ class AsyncAttachment:
         state = peek(self._attachment)
         if state is not None and state.base64 is not None:
             return state.base64
-        if len(content) <= _ENCODE_ON_LOOP_LIMIT:
-            return base64.b64encode(content).decode("utf-8")
-        return await asyncio.to_thread(lambda: base64.b64encode(content).decode("utf-8"))
+        return await base64_text(content)
 
     async def id(self) -> str:
         """llm's id: a hash of the bytes, or of the URL for URL attachments."""

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
-import io
 import time
 from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
@@ -18,14 +15,10 @@ from .declarations import url_support
 from .errors import redact
 from .fetch import fetch_content, fetch_type
 from .files import read_path
-from .offload import off_loop
+from .offload import ON_LOOP_LIMIT, base64_text, sha256_hex
 from .state import UNSET, Prepared, single_flight, state_of
 
 __all__ = ["PrepareSummary", "UrlPolicy", "prepare_attachments"]
-
-# Hashing or base64-encoding up to this much takes under ~4 ms on the loop, as
-# llm does it; larger content is hashed and encoded once, on a worker thread.
-_ON_LOOP_LIMIT = 2 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -179,7 +172,7 @@ class _Run:
         """The I/O still needed for this attachment, or ``None`` if it is ready."""
         if attachment.content:
             # Bytes in hand: no I/O, but hashing and encoding them is CPU work.
-            if len(attachment.content) > _ON_LOOP_LIMIT and state.base64 is None:
+            if len(attachment.content) > ON_LOOP_LIMIT and state.base64 is None:
                 return lambda: self._digest(attachment, state, attachment.content)
             return None
         if attachment.path:
@@ -225,33 +218,16 @@ class _Run:
         if not attachment.type:
             state.type = fetched.type
         if fetched.content is not None:
-            if len(fetched.content) > _ON_LOOP_LIMIT:
-                state.base64 = await off_loop(lambda: _base64(fetched.content))
+            await self._digest(attachment, state, fetched.content)
             state.content = fetched.content
 
     async def _digest(self, attachment: Any, state: Prepared, content: bytes) -> None:
-        """llm's id (a hash of the bytes) and, for large content, its base64 text."""
-        if len(content) <= _ON_LOOP_LIMIT:
-            if attachment._id is None:
-                state.id = hashlib.sha256(content).hexdigest()
-            return
-        if attachment._id is None:
-            state.id = await off_loop(lambda: hashlib.sha256(content).hexdigest())
-        state.base64 = await off_loop(lambda: _base64(content))
-
-
-def _base64(content: bytes) -> str:
-    """``base64.b64encode(content)``, in pieces: b64encode holds the GIL for its
-    whole input, so one 32 MiB call on a worker thread still stalls the loop
-    for tens of milliseconds. Pieces of 768 KiB (a multiple of 3, so they
-    join into the same text) let the loop run in between."""
-    view, text = memoryview(content), io.BytesIO()
-    for start in range(0, len(view), _BASE64_PIECE):
-        text.write(base64.b64encode(view[start : start + _BASE64_PIECE]))
-    return text.getvalue().decode("ascii")
-
-
-_BASE64_PIECE = 3 * 256 * 1024
+        """llm's id of the bytes (not for URLs: theirs hashes the URL) and, for
+        content too large to encode on the loop later, its base64 text."""
+        if attachment._id is None and not attachment.url:
+            state.id = await sha256_hex(content)
+        if len(content) > ON_LOOP_LIMIT:
+            state.base64 = await base64_text(content)
 
 
 def _first_failure(group: BaseExceptionGroup, order: Iterable[Any]) -> BaseException:

@@ -21,7 +21,7 @@ import llm
 from .budget import human
 from .config import ENV_PREFIX, Config, get_config
 from .declarations import url_support
-from .errors import AttachmentError
+from .errors import AttachmentError, redact
 from .hook import _MARK
 from .prepare import PrepareSummary, prepare_attachments
 
@@ -94,7 +94,7 @@ def fetch(source: str) -> None:
     size = len(attachment.content_bytes() or b"")  # prepared: no I/O
     _echo_table(
         [
-            ("source", source),
+            ("source", redact(source)),
             ("type", attachment.resolve_type() or "unknown"),
             ("size", f"{size} bytes" if size < 1024 else f"{human(size)} ({size} bytes)"),
             ("requests", str(summary.requests)),
@@ -115,7 +115,7 @@ async def _prepare(
     prompt = SimpleNamespace(attachments=[attachment])  # all prepare reads of a prompt
     if not stream.isatty():
         return await prepare_attachments(prompt, config=config)
-    label = attachment.url or attachment.path
+    label = redact(attachment.url) if attachment.url else attachment.path
     ticker = asyncio.create_task(_show_elapsed(f"Fetching {label}", stream, show_after))
     try:
         return await prepare_attachments(prompt, config=config)

@@ -197,6 +197,17 @@ def test_fetch_url_prints_type_size_and_requests(run, file_server):
     assert result.stderr == ""  # no spinner when stderr is not a terminal
 
 
+def test_fetch_never_prints_the_password_of_a_url(run, file_server):
+    file_server.add("/cat.png", samples.png(), content_type="image/png")
+    url = file_server.base_url.replace("http://", "http://reader:s3cret@") + "/cat.png"
+
+    result = run("fetch", url)
+
+    assert result.exit_code == 0, result.output
+    assert row(result.stdout, "source") == ["source", url.replace("s3cret", "***")]
+    assert "s3cret" not in result.output
+
+
 def test_fetch_path_reads_the_file_with_no_requests(run, tmp_path):
     path = tmp_path / "report"
     path.write_bytes(samples.sized("pdf", 5000))

@@ -45,6 +45,11 @@ class Meter:
         self.count = 0
 
     @property
+    def limit(self) -> int:
+        """The most bytes this one attachment may have."""
+        return self._budget.max_bytes
+
+    @property
     def room(self) -> int:
         """How many more bytes this attachment may have before a limit is passed."""
         budget = self._budget

@@ -44,7 +44,17 @@ class Config:
     )
     deadline: float = field(
         default=60.0,
-        metadata={"doc": "Seconds one attachment may take in all: redirects, headers, body."},
+        metadata={
+            "doc": "Seconds one attachment's fetch may take in all, from its first request: "
+            "redirects, retries, headers and body."
+        },
+    )
+    fetch_queue_timeout: float = field(
+        default=30.0,
+        metadata={
+            "doc": "Seconds a URL fetch may wait for one of the loop's fetch slots before "
+            "`AttachmentQueueTimeout`; the server is not asked until a slot is free."
+        },
     )
     guard: GuardMode = field(
         default="raise",
@@ -161,6 +171,7 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "concurrency": (_positive_int, "a positive integer"),
     "timeout": (_positive_number, "a positive number"),
     "deadline": (_positive_number, "a positive number"),
+    "fetch_queue_timeout": (_positive_number, "a positive number"),
     "guard": (lambda value: value in get_args(GuardMode), "one of raise, strict, warn, off"),
     "retries": (
         lambda value: isinstance(value, int) and not isinstance(value, bool) and value >= 0,
@@ -211,6 +222,7 @@ _PARSERS = {
     "concurrency": int,
     "timeout": float,
     "deadline": float,
+    "fetch_queue_timeout": float,
     "guard": _parse_guard,
     "retries": int,
     "block_private": _parse_bool,

@@ -17,6 +17,7 @@ __all__ = [
     "AttachmentFetchError",
     "AttachmentHTTPStatusError",
     "AttachmentPathError",
+    "AttachmentQueueTimeout",
     "AttachmentTimeout",
     "AttachmentTooLarge",
     "AttachmentsTotalTooLarge",
@@ -67,6 +68,15 @@ class AttachmentHTTPStatusError(AttachmentFetchError):
 
 class AttachmentTimeout(AttachmentFetchError):
     """The server was too slow: ``Config.timeout`` between reads, or ``Config.deadline`` in all."""
+
+
+class AttachmentQueueTimeout(AttachmentError):
+    """No fetch slot came free within ``Config.fetch_queue_timeout``.
+
+    The event loop already had ``Config.concurrency`` fetches running with
+    the same settings; the attachment's server was never contacted, so this
+    says nothing about it (unlike :class:`AttachmentTimeout`).
+    """
 
 
 class TooManyRedirects(AttachmentFetchError):

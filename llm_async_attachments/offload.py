@@ -13,24 +13,26 @@ import asyncio
 import base64
 import hashlib
 import io
-import weakref
 from collections.abc import Callable
 from typing import TypeVar
 
+from .loops import PerLoop
+
 T = TypeVar("T")
 
-_turns: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
-    weakref.WeakKeyDictionary()
-)
+
+async def _new_lock() -> asyncio.Lock:
+    return asyncio.Lock()
+
+
+# A lock belongs to its loop (and, once contended, refers to it): one per loop,
+# freed with the loop.
+_turns: PerLoop[asyncio.Lock] = PerLoop(_new_lock)
 
 
 async def off_loop(work: Callable[[], T]) -> T:
     """``work()`` on a worker thread, after any other job of this loop finishes."""
-    loop = asyncio.get_running_loop()
-    turn = _turns.get(loop)
-    if turn is None:
-        turn = _turns[loop] = asyncio.Lock()
-    async with turn:
+    async with await _turns.get():
         return await asyncio.to_thread(work)
 
 

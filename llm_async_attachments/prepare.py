@@ -13,8 +13,8 @@ from .budget import Budget, human
 from .config import Config, get_config
 from .declarations import url_support
 from .errors import redact
-from .fetch import fetch_content, fetch_type
 from .files import read_path
+from .http import fetch_content, fetch_type
 from .offload import ON_LOOP_LIMIT, base64_text, sha256_hex
 from .state import UNSET, Prepared, single_flight, state_of
 

@@ -29,6 +29,7 @@ def test_every_field_has_an_environment_override():
         "LLM_ASYNC_ATTACHMENTS_BRIDGE_WORKERS": "12",
         "LLM_ASYNC_ATTACHMENTS_BRIDGE_MODEL_WORKERS": "3",
         "LLM_ASYNC_ATTACHMENTS_BRIDGE_QUEUE_TIMEOUT": "2.5",
+        "LLM_ASYNC_ATTACHMENTS_FETCH_QUEUE_TIMEOUT": "7",
     }
     config = Config.from_env(environ)
     assert config == Config(
@@ -37,6 +38,7 @@ def test_every_field_has_an_environment_override():
         concurrency=3,
         timeout=2.5,
         deadline=30.0,
+        fetch_queue_timeout=7.0,
         guard="strict",
         retries=0,
         block_private=True,

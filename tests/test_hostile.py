@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 
 import pytest
 
-from llm_async_attachments import client
+from llm_async_attachments.http import pool
 from llm_async_attachments.testing.server import FileServer
 from tests.support.hostile import SCENARIOS, Context, MiB, run
 
@@ -56,13 +55,7 @@ async def test_scenario(scenario, context):
 
 
 def busy_connections() -> list[object]:
-    pools = client._pools.get(asyncio.get_running_loop())
-    connections = [
-        connection
-        for pool in (pools.pools.values() if pools else ())
-        for connection in pool.client._transport._pool.connections
-    ]
-    return [c for c in connections if not (c.is_idle() or c.is_closed())]
+    return [each.statistics() for each in pool.running_pools() if each.statistics().active]
 
 
 def test_the_catalogue_is_long_enough():

@@ -5,18 +5,20 @@ from __future__ import annotations
 import asyncio
 import base64
 import dataclasses
+import gc
 import hashlib
 import json
+import weakref
 from types import SimpleNamespace
 
 import llm
 import pytest
 
 import llm_async_attachments as laa
-from llm_async_attachments import client as client_module
+from llm_async_attachments.http import pool
 from llm_async_attachments.state import peek
 from llm_async_attachments.testing import samples
-from tests.support import LLM_HAS_MESSAGES
+from tests.support import LLM_HAS_MESSAGES, eventually
 
 MiB = 1024 * 1024
 
@@ -180,21 +182,25 @@ async def test_summary_reads_well_in_a_log(urls, echo):
     )
 
 
-def test_each_event_loop_gets_its_own_client_closed_with_the_loop(urls, echo):
-    clients = []
+def test_each_event_loop_gets_its_own_pool_closed_and_freed_with_the_loop(
+    urls, echo, file_server
+):
+    pools = []
 
     async def one_turn(url):
         attachment = llm.Attachment(url=url)
         await laa.prepare_attachments(llm.Prompt("x", echo, attachments=[attachment]))
-        clients.append(
-            client_module._pools[asyncio.get_running_loop()].pools[8, 10.0, False, ()].client
-        )
+        (running,) = pool.running_pools()
+        pools.append(weakref.ref(running))
         return attachment.content_bytes()
 
     for _ in range(3):
         assert asyncio.run(one_turn(urls.png)) == samples.png()
-    assert len({id(client) for client in clients}) == 3
-    assert all(client.is_closed for client in clients)
+        assert eventually(lambda: file_server.open_connections() == 0)  # closed at shutdown
+    gc.collect()
+    assert len(pools) == 3
+    assert [ref() for ref in pools] == [None, None, None]
+    assert pool.loops_with_pools() == 0
 
 
 async def test_large_content_is_hashed_and_encoded_once_off_the_loop(file_server, echo, tmp_path):

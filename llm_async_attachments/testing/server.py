@@ -697,6 +697,10 @@ class FileServer(ServerThread):
         """The most client connections that were open at once, since start or reset."""
         return self._server.peak_connections if self._server else 0
 
+    def open_connections(self) -> int:
+        """Client connections open now."""
+        return self._server.open_connections() if self._server else 0
+
     def reset(self) -> None:
         """Forget recorded requests, registered files and the connection peak."""
         if self._server is not None:

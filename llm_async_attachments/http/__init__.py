@@ -1,0 +1,12 @@
+"""The HTTP layer: URL attachments fetched with httpx, capped, typed, cancellation-safe.
+
+Knows nothing of llm. One module per concept: :mod:`.urls` (which URLs and
+redirect targets are fetched), :mod:`.pool` (connection pools per event
+loop), :mod:`.exchange` (requests, redirects and the responses they open),
+:mod:`.retries`, :mod:`.decoding` (bounded decompression), :mod:`.body`,
+:mod:`.cancellation` and :mod:`.fetch`, the entry points.
+"""
+
+from .fetch import Fetched, fetch_content, fetch_type
+
+__all__ = ["Fetched", "fetch_content", "fetch_type"]

@@ -1,0 +1,138 @@
+"""One attachment's requests: redirects, retries, and every response they open.
+
+Each response is owned from the moment the transport returns it until it is
+closed, and closed on every path by :func:`~.cancellation.close`, never by
+httpx behind our back (``Response.aiter_raw()`` would close it at the end of
+the body, in a task a cancellation can cut).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+
+import httpx
+
+from ..errors import TooManyRedirects
+from .cancellation import close
+from .pool import Pool
+from .retries import RETRYABLE_STATUS, backoff, is_transient, retry_after
+from .urls import redirect_target
+
+__all__ = ["MAX_REDIRECTS", "Exchange"]
+
+MAX_REDIRECTS = 3  # llm's own limit for attachment URLs
+_HEADERS = {"Accept-Encoding": "gzip, deflate", "User-Agent": "llm-async-attachments"}
+
+
+class Exchange:
+    """The requests made for one URL, within one deadline, on one pool.
+
+    ``deadline`` is the loop time by which everything must be done: a retry
+    whose wait would pass it is not made.
+    """
+
+    def __init__(
+        self, url: httpx.URL, source: str, pool: Pool, retries: int, deadline: float
+    ) -> None:
+        self.url = url
+        self.source = source
+        self.requests = 0
+        self._pool = pool
+        self._retries = retries
+        self._deadline = deadline
+        # Credentials in the URL go as Basic auth, as httpx (and so llm) sends
+        # them, and only to the URL's own origin, never to a redirect's.
+        self._auth = _basic_auth(url)
+
+    @asynccontextmanager
+    async def send(
+        self, method: str, headers: Mapping[str, str] | None = None
+    ) -> AsyncIterator[httpx.Response]:
+        """The final response after at most three redirects, its body not read yet."""
+        url, visited = self.url, {str(self.url)}
+        for hop in range(MAX_REDIRECTS + 1):
+            response = await self._send_with_retries(method, url, headers)
+            try:
+                target = redirect_target(response, url, self.source)
+            except BaseException:
+                await close(response)
+                raise
+            if target is None:
+                break
+            await close(response)
+            if hop == MAX_REDIRECTS:
+                raise TooManyRedirects(
+                    f"Attachment {self.source} redirected more than {MAX_REDIRECTS} times "
+                    "(llm's own limit). Use the final URL directly.",
+                    source=self.source,
+                )
+            if str(target) in visited:
+                raise TooManyRedirects(
+                    f"Attachment {self.source} redirects in a loop (back to "
+                    f"{target}). The server is misconfigured; use another URL.",
+                    source=self.source,
+                )
+            visited.add(str(target))
+            if response.status_code == 303 and method != "HEAD":
+                method = "GET"
+            url = target
+        try:
+            yield response
+        finally:
+            await close(response)
+
+    async def _send_with_retries(
+        self, method: str, url: httpx.URL, headers: Mapping[str, str] | None
+    ) -> httpx.Response:
+        """Send one idempotent request, again after transient failures.
+
+        Connection failures and 502/503/504 are retried up to ``retries``
+        times, after ``Retry-After`` or a jittered exponential backoff,
+        unless the wait would pass the deadline.
+        """
+        for attempt in range(self._retries + 1):
+            last = attempt == self._retries
+            self.requests += 1
+            try:
+                response = await self._pool.send(self._request(method, url, headers))
+            except httpx.TransportError as error:
+                delay = backoff(attempt)
+                if last or not is_transient(error) or not self._room_for(delay):
+                    raise
+                await asyncio.sleep(delay)
+                continue
+            if response.status_code not in RETRYABLE_STATUS or last:
+                return response
+            delay = retry_after(response)
+            if delay is None:
+                delay = backoff(attempt)
+            if not self._room_for(delay):
+                return response
+            await close(response)
+            await asyncio.sleep(delay)
+        raise AssertionError("unreachable: the last attempt always returns or raises")
+
+    def _room_for(self, delay: float) -> bool:
+        return delay < self._deadline - asyncio.get_running_loop().time()
+
+    def _request(
+        self, method: str, url: httpx.URL, headers: Mapping[str, str] | None
+    ) -> httpx.Request:
+        request = httpx.Request(method, url, headers={**_HEADERS, **(headers or {})})
+        if self._auth and _same_origin(url, self.url):
+            request.headers["Authorization"] = self._auth
+        return request
+
+
+def _basic_auth(url: httpx.URL) -> str | None:
+    if not (url.username or url.password):
+        return None
+    pair = f"{url.username}:{url.password}".encode()
+    return "Basic " + base64.b64encode(pair).decode("ascii")
+
+
+def _same_origin(one: httpx.URL, other: httpx.URL) -> bool:
+    return (one.scheme, one.host, one.port) == (other.scheme, other.host, other.port)

@@ -1,0 +1,242 @@
+"""Fetching one URL attachment: its type, and when asked its bytes, under every limit.
+
+A fetch waits for a slot of its loop's pool (``Config.fetch_queue_timeout``),
+then runs within ``Config.deadline`` in a task of its own
+(:func:`~.cancellation.cancel_once`). Every failure leaves here as an
+:class:`~..errors.AttachmentError` naming the attachment: this is the one
+place where httpx's and the transport's exceptions become ours.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from .. import mime
+from ..budget import Budget, Meter
+from ..config import Config
+from ..errors import (
+    AttachmentAddressRefused,
+    AttachmentFetchError,
+    AttachmentHTTPStatusError,
+    AttachmentQueueTimeout,
+    AttachmentTimeout,
+    UnsupportedAttachmentURL,
+    redact,
+)
+from ..policy import AddressRefused
+from .body import Body
+from .cancellation import cancel_once
+from .exchange import Exchange
+from .pool import Pool, UnusableProxy, pool_for_running_loop
+from .urls import parse
+
+__all__ = ["Fetched", "fetch_content", "fetch_type"]
+
+HEAD_REFUSED = frozenset({403, 405, 501})
+_SNIFF_LIMIT = 1024 * 1024  # a ranged GET for sniffing never reads more than this
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """What fetching one URL found. ``content`` is ``None`` when only the type was wanted."""
+
+    type: str | None
+    content: bytes | None
+    requests: int
+
+
+async def fetch_type(url: str, config: Config) -> Fetched:
+    """The MIME type of ``url``, by ``HEAD``.
+
+    When ``HEAD`` is refused (403, 405, 501), never answered, or names no
+    usable type, falls back to a ``GET`` of the first bytes (ranged) and
+    sniffs them, as llm would sniff the whole body.
+    """
+    return await _fetch(url, config, _type_of)
+
+
+async def fetch_content(
+    url: str,
+    meter: Meter,
+    config: Config,
+    wanted: Callable[[str | None], bool] = lambda content_type: True,
+) -> Fetched:
+    """Type and bytes of ``url`` from a single streamed ``GET``.
+
+    The type is the server's ``Content-Type`` or, when it gives none usable,
+    sniffed from the body. If ``wanted(type)`` is false once the type is
+    known, the body is not read and ``content`` is ``None``: one request
+    decides both. Sizes are checked against ``meter`` on ``Content-Length``
+    before the body and on every byte as it arrives.
+    """
+    return await _fetch(url, config, lambda exchange: _content_of(exchange, meter, wanted))
+
+
+async def _fetch(
+    url: str, config: Config, work: Callable[[Exchange], Coroutine[Any, Any, Fetched]]
+) -> Fetched:
+    source = redact(url)
+    target = parse(url, source)
+    pool = await pool_for_running_loop(config)
+    await _take_slot(pool, config, source)
+    try:
+        with _as_attachment_errors(source, config):
+            async with asyncio.timeout(config.deadline) as deadline:
+                when = deadline.when()
+                assert when is not None
+                exchange = Exchange(target, source, pool, config.retries, when)
+                return await cancel_once(work(exchange))
+    finally:
+        pool.slots.release()
+
+
+async def _take_slot(pool: Pool, config: Config, source: str) -> None:
+    """Wait for one of the pool's ``concurrency`` slots, at most ``fetch_queue_timeout``."""
+    try:
+        async with asyncio.timeout(config.fetch_queue_timeout):
+            await pool.slots.acquire()
+    except TimeoutError:
+        raise AttachmentQueueTimeout(
+            f"Attachment {source} waited {config.fetch_queue_timeout:g} s for a free fetch "
+            f"slot and got none: this event loop already had {config.concurrency} fetches "
+            "running. Its server was not contacted. Prepare fewer attachments at once, "
+            "raise LLM_ASYNC_ATTACHMENTS_CONCURRENCY (Config.concurrency), or wait longer "
+            "with LLM_ASYNC_ATTACHMENTS_FETCH_QUEUE_TIMEOUT (Config.fetch_queue_timeout).",
+            source=source,
+        ) from None
+
+
+async def _type_of(exchange: Exchange) -> Fetched:
+    try:
+        async with exchange.send("HEAD") as response:
+            if response.status_code not in HEAD_REFUSED:
+                _check_status(response, exchange.source)
+                declared = mime.normalise(response.headers.get("content-type"))
+                if mime.usable(declared):
+                    return _result(exchange, declared, None)
+    except httpx.ReadTimeout:
+        pass  # the server took the HEAD but never answered it; a GET may still work
+    range_header = {"Range": f"bytes=0-{mime.SNIFF_BYTES - 1}"}
+    async with exchange.send("GET", range_header) as response:
+        _check_status(response, exchange.source)
+        declared = mime.normalise(response.headers.get("content-type"))
+        if mime.usable(declared):
+            return _result(exchange, declared, None)
+        meter = Budget(_SNIFF_LIMIT, _SNIFF_LIMIT).meter(exchange.source)
+        body = Body(response, meter, exchange.source)
+        try:
+            head = await body.read_until(mime.SNIFF_BYTES)
+        finally:
+            await body.aclose()
+        return _result(exchange, mime.sniff(head) or declared, None)
+
+
+async def _content_of(
+    exchange: Exchange, meter: Meter, wanted: Callable[[str | None], bool]
+) -> Fetched:
+    async with exchange.send("GET") as response:
+        _check_status(response, exchange.source)
+        declared = mime.normalise(response.headers.get("content-type"))
+        if mime.usable(declared) and not wanted(declared):
+            return _result(exchange, declared, None)
+        meter.declare(_content_length(response), "Content-Length")
+        body = Body(response, meter, exchange.source)
+        try:
+            if mime.usable(declared):
+                return _result(exchange, declared, await body.read_all())
+            sniffed = mime.sniff(await body.read_until(mime.SNIFF_BYTES)) or declared
+            if not wanted(sniffed):
+                return _result(exchange, sniffed, None)
+            content = await body.read_all()
+            return _result(exchange, mime.sniff(content) or declared, content)
+        finally:
+            await body.aclose()
+
+
+def _result(exchange: Exchange, content_type: str | None, content: bytes | None) -> Fetched:
+    return Fetched(content_type, content, exchange.requests)
+
+
+def _check_status(response: httpx.Response, source: str) -> None:
+    if response.is_success:
+        return
+    code = response.status_code
+    hint = (
+        "The URL needs credentials or is not public; download it yourself and pass "
+        "content= instead."
+        if code in (401, 403, 407)
+        else "Check the URL."
+        if code < 500
+        else "The server failed; try again later."
+    )
+    raise AttachmentHTTPStatusError(
+        f"Attachment {source} could not be downloaded: HTTP {code} "
+        f"{response.reason_phrase}. {hint}",
+        source=source,
+        status_code=code,
+    )
+
+
+def _content_length(response: httpx.Response) -> int | None:
+    if response.headers.get("content-encoding", "identity").lower() not in ("", "identity"):
+        return None  # the length of the compressed body says nothing about the decoded one
+    try:
+        return int(response.headers["content-length"])
+    except (KeyError, ValueError):
+        return None
+
+
+@contextmanager
+def _as_attachment_errors(source: str, config: Config) -> Iterator[None]:
+    """Turn every failure below into an ``AttachmentError`` that names the attachment."""
+    try:
+        yield
+    except TimeoutError:
+        raise AttachmentTimeout(
+            f"Attachment {source} took longer than the {config.deadline:g} s deadline for "
+            "one attachment (the server is too slow). Try again later, or raise "
+            "LLM_ASYNC_ATTACHMENTS_DEADLINE (Config.deadline).",
+            source=source,
+        ) from None
+    except AddressRefused as refused:
+        raise AttachmentAddressRefused(
+            f"Attachment {source} was refused: {refused}, and LLM_ASYNC_ATTACHMENTS_"
+            "BLOCK_PRIVATE (Config.block_private) is on. If you trust this host, add "
+            "it to LLM_ASYNC_ATTACHMENTS_ALLOW (Config.allow).",
+            source=source,
+            address=refused.address,
+            kind=refused.kind,
+        ) from None
+    except httpx.TimeoutException as error:
+        raise AttachmentTimeout(
+            f"Attachment {source} timed out: no progress for {config.timeout:g} s "
+            f"({type(error).__name__}). Check that the server is up, or raise "
+            "LLM_ASYNC_ATTACHMENTS_TIMEOUT (Config.timeout).",
+            source=source,
+        ) from error
+    except UnusableProxy as error:
+        raise AttachmentFetchError(
+            f"Attachment {source} could not be downloaded: {error} (from the "
+            "HTTP_PROXY/HTTPS_PROXY/ALL_PROXY environment variables). Fix or unset the "
+            "variable, or exempt the host with NO_PROXY.",
+            source=source,
+        ) from None
+    except UnicodeError as error:
+        # The resolver's IDNA codec refusing a host name httpx let through.
+        raise UnsupportedAttachmentURL(
+            f"Attachment {source} has a host name that cannot be looked up: {error}. Fix the URL.",
+            source=source,
+        ) from None
+    except httpx.HTTPError as error:
+        raise AttachmentFetchError(
+            f"Attachment {source} could not be downloaded: "
+            f"{type(error).__name__}: {str(error) or 'connection lost'}. Check the URL "
+            "and that the server is reachable.",
+            source=source,
+        ) from error

@@ -1,0 +1,84 @@
+"""State that lives exactly as long as one event loop.
+
+A connection pool, or a lock, belongs to the loop it was made on and must
+never be used from another. Kept in a plain mapping from loop to state, it
+would keep every loop alive for good (a weak mapping does not help: the
+state refers to its loop, so the loop never becomes unreachable). Here each
+loop's entry is dropped when the loop shuts down (``asyncio.run()`` and
+``asyncio.Runner`` call ``shutdown_asyncgens()`` before closing it), after
+its closer has run on that loop; and an entry whose loop was closed without
+that is dropped the next time any loop starts using this state, so its
+sockets are released by the garbage collector instead of kept forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Generic, TypeVar
+
+__all__ = ["PerLoop"]
+
+T = TypeVar("T")
+
+
+class PerLoop(Generic[T]):
+    """One value per event loop, made on first use and dropped with its loop."""
+
+    def __init__(
+        self,
+        make: Callable[[], Awaitable[T]],
+        close: Callable[[T], Awaitable[None]] | None = None,
+    ) -> None:
+        self._make = make
+        self._close = close
+        self._values: dict[asyncio.AbstractEventLoop, T] = {}
+        self._closers: dict[asyncio.AbstractEventLoop, AsyncIterator[None]] = {}
+        self._making: dict[asyncio.AbstractEventLoop, asyncio.Future[T]] = {}
+
+    async def get(self) -> T:
+        """The running loop's value; concurrent first users wait for one ``make()``."""
+        loop = asyncio.get_running_loop()
+        while (value := self._values.get(loop)) is None:
+            making = self._making.get(loop)
+            if making is None:
+                return await self._make_for(loop)
+            await asyncio.wait([making])  # if the maker fails, try again ourselves
+        return value
+
+    async def _make_for(self, loop: asyncio.AbstractEventLoop) -> T:
+        self._forget_closed_loops()
+        making = self._making[loop] = loop.create_future()
+        try:
+            value = await self._make()
+            closer = self._closer(loop, value)
+            await anext(closer)  # now registered with the loop's shutdown_asyncgens()
+            self._values[loop], self._closers[loop] = value, closer
+            return value
+        finally:
+            del self._making[loop]
+            making.set_result(None)
+
+    def loops(self) -> int:
+        """How many loops hold a value now (for tests and diagnostics)."""
+        return len(self._values)
+
+    def running_value(self) -> T | None:
+        """The running loop's value if it has one, without making it."""
+        return self._values.get(asyncio.get_running_loop())
+
+    def _forget_closed_loops(self) -> None:
+        for loop in [loop for loop in self._values if loop.is_closed()]:
+            del self._values[loop]
+            del self._closers[loop]
+
+    async def _closer(self, loop: asyncio.AbstractEventLoop, value: T) -> AsyncIterator[None]:
+        # A suspended async generator: the loop's shutdown_asyncgens() resumes
+        # it, so the value is closed on the loop that made it, then forgotten.
+        try:
+            yield
+        finally:
+            self._values.pop(loop, None)
+            self._closers.pop(loop, None)
+            if self._close is not None:
+                await self._close(value)

@@ -127,8 +127,8 @@ class PolicyBackend(httpcore.AsyncNetworkBackend):
     ) -> httpcore.AsyncNetworkStream:
         try:
             addresses = await resolve(host, port)
-        except OSError as error:
-            raise httpcore.ConnectError(f"cannot resolve {host}: {error}") from error
+        except OSError as failure:
+            raise httpcore.ConnectError(f"cannot resolve {host}: {failure}") from failure
         for address in addresses:
             kind = self._policy.refusal(host, address)
             if kind is not None:

@@ -1,10 +1,14 @@
 """Which network addresses attachment URLs may reach, for URLs nobody here controls.
 
-With ``Config.block_private`` on, a fetch may only connect to globally
-routable addresses: loopback, private, link-local, shared (CGNAT),
-unique-local, multicast, unspecified and reserved addresses are refused, and
-so are IPv6 forms that embed such an IPv4 address (IPv4-mapped, 6to4,
-Teredo). ``Config.allow`` exempts hosts, addresses and networks.
+With ``Config.block_private`` on, a fetch may only connect to public addresses:
+every address in ``SPECIAL_ADDRESSES`` is refused, and everything else is
+public. The table is transcribed from IANA's special-purpose address
+registries, plus multicast and the IPv6 space IANA keeps reserved, so the
+verdict is the same on every Python release (``ipaddress``'s own
+``is_global``/``is_private`` tables differ between patch releases and are not
+consulted). IPv6 forms that carry an IPv4 address (IPv4-mapped, NAT64, 6to4,
+Teredo) are judged by the IPv4 address they carry. ``Config.allow`` exempts
+hosts, addresses and networks.
 
 The check runs on the address the connection is actually made to: a host is
 resolved once per connection, every address it resolves to is checked, and
@@ -17,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,42 +30,133 @@ import httpcore
 __all__ = ["AddressPolicy", "AddressRefused", "PolicyBackend"]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-_SHARED = ipaddress.ip_network("100.64.0.0/10")
+
+# Every address in one of these networks is refused: (network, name for messages, RFC).
+# The most specific network holding an address names it; an address in none is public.
+#
+# Transcribed from IANA's "IPv4 Special-Purpose Address Registry"
+# (iana-ipv4-special-registry) and "IPv6 Special-Purpose Address Registry"
+# (iana-ipv6-special-registry), RFC 6890, as of 2025-10-09 (the IPv6 registry's last
+# update; both read from IANA's CSV files). Every row of both is here, except the four
+# IPv6 forms judged by the IPv4 address they carry (_CARRIERS below). Rows marked
+# "reachable" are "Globally Reachable: True" in the registry and refused all the
+# same: they are anycast service addresses (PCP, TURN, DNS-SD, AMT relays, AS112 DNS
+# sinks) or identifiers, never where an attachment lives, and a URL nobody here
+# controls has no business reaching them. Rows marked "not in the registry" come from
+# the multicast registries and the IPv6 Address Space registry ("Reserved by IETF").
+SPECIAL_ADDRESSES: tuple[tuple[str, str, str], ...] = (
+    ("0.0.0.0/8", "a 'this network' address", "RFC 791"),
+    ("0.0.0.0/32", "the unspecified address", "RFC 1122"),
+    ("10.0.0.0/8", "a private address", "RFC 1918"),
+    ("100.64.0.0/10", "a shared (CGNAT) address", "RFC 6598"),
+    ("127.0.0.0/8", "a loopback address", "RFC 1122"),
+    ("169.254.0.0/16", "a link-local address", "RFC 3927"),
+    ("172.16.0.0/12", "a private address", "RFC 1918"),
+    ("192.0.0.0/24", "an IETF protocol assignment address", "RFC 6890"),
+    ("192.0.0.0/29", "an IPv4 service continuity address", "RFC 7335"),
+    ("192.0.0.8/32", "the IPv4 dummy address", "RFC 7600"),
+    ("192.0.0.9/32", "an anycast service address", "RFC 7723"),  # reachable (PCP)
+    ("192.0.0.10/32", "an anycast service address", "RFC 8155"),  # reachable (TURN)
+    ("192.0.0.170/32", "a NAT64 discovery address", "RFC 8880"),
+    ("192.0.0.171/32", "a NAT64 discovery address", "RFC 8880"),
+    ("192.0.2.0/24", "a documentation address", "RFC 5737"),
+    ("192.31.196.0/24", "an AS112 DNS address", "RFC 7535"),  # reachable
+    ("192.52.193.0/24", "an AMT relay address", "RFC 7450"),  # reachable
+    ("192.88.99.0/24", "a 6to4 relay anycast address", "RFC 7526"),  # deprecated
+    ("192.88.99.2/32", "a 6a44 relay anycast address", "RFC 6751"),
+    ("192.168.0.0/16", "a private address", "RFC 1918"),
+    ("192.175.48.0/24", "an AS112 DNS address", "RFC 7534"),  # reachable
+    ("198.18.0.0/15", "a benchmarking address", "RFC 2544"),
+    ("198.51.100.0/24", "a documentation address", "RFC 5737"),
+    ("203.0.113.0/24", "a documentation address", "RFC 5737"),
+    ("224.0.0.0/4", "a multicast address", "RFC 5771"),  # not in the registry
+    ("240.0.0.0/4", "a reserved address", "RFC 1112"),
+    ("255.255.255.255/32", "the limited broadcast address", "RFC 919"),
+    ("::/8", "a reserved address", "RFC 4291"),  # not in the registry
+    ("::/128", "the unspecified address", "RFC 4291"),
+    ("::1/128", "a loopback address", "RFC 4291"),
+    ("::/96", "an IPv4-compatible address", "RFC 4291"),  # deprecated; not in the registry
+    ("64:ff9b:1::/48", "a local-use NAT64 address", "RFC 8215"),
+    ("100::/8", "a reserved address", "RFC 4291"),  # not in the registry
+    ("100::/64", "a discard-only address", "RFC 6666"),
+    ("100:0:0:1::/64", "a dummy address", "RFC 9780"),
+    ("200::/7", "a reserved address", "RFC 4048"),  # not in the registry
+    ("400::/6", "a reserved address", "RFC 4291"),  # not in the registry
+    ("800::/5", "a reserved address", "RFC 4291"),  # not in the registry
+    ("1000::/4", "a reserved address", "RFC 4291"),  # not in the registry
+    ("2001::/23", "an IETF protocol assignment address", "RFC 2928"),
+    ("2001:1::1/128", "an anycast service address", "RFC 7723"),  # reachable (PCP)
+    ("2001:1::2/128", "an anycast service address", "RFC 8155"),  # reachable (TURN)
+    ("2001:1::3/128", "an anycast service address", "RFC 9665"),  # reachable (DNS-SD)
+    ("2001:2::/48", "a benchmarking address", "RFC 5180"),
+    ("2001:3::/32", "an AMT relay address", "RFC 7450"),  # reachable
+    ("2001:4:112::/48", "an AS112 DNS address", "RFC 7535"),  # reachable
+    ("2001:10::/28", "a deprecated ORCHID address", "RFC 4843"),
+    ("2001:20::/28", "an ORCHIDv2 address", "RFC 7343"),  # reachable
+    ("2001:30::/28", "a drone remote ID (DET) address", "RFC 9374"),  # reachable
+    ("2001:db8::/32", "a documentation address", "RFC 3849"),
+    ("2620:4f:8000::/48", "an AS112 DNS address", "RFC 7534"),  # reachable
+    ("3fff::/20", "a documentation address", "RFC 9637"),
+    ("4000::/3", "a reserved address", "RFC 4291"),  # not in the registry
+    ("5f00::/16", "a segment routing (SRv6) address", "RFC 9602"),
+    ("6000::/3", "a reserved address", "RFC 4291"),  # not in the registry
+    ("8000::/3", "a reserved address", "RFC 4291"),  # not in the registry
+    ("a000::/3", "a reserved address", "RFC 4291"),  # not in the registry
+    ("c000::/3", "a reserved address", "RFC 4291"),  # not in the registry
+    ("e000::/4", "a reserved address", "RFC 4291"),  # not in the registry
+    ("f000::/5", "a reserved address", "RFC 4291"),  # not in the registry
+    ("f800::/6", "a reserved address", "RFC 4291"),  # not in the registry
+    ("fc00::/7", "a unique-local address", "RFC 4193"),
+    ("fe00::/9", "a reserved address", "RFC 4291"),  # not in the registry
+    ("fe80::/10", "a link-local address", "RFC 4291"),
+    ("fec0::/10", "a site-local address", "RFC 3879"),  # deprecated; not in the registry
+    ("ff00::/8", "a multicast address", "RFC 4291"),  # not in the registry
+)
+
+_IPV4_BITS = 0xFFFF_FFFF
+
+# IPv6 forms that carry IPv4 addresses, checked before the table and judged by what
+# they carry: public if every carried address is, else refused as
+# f"{form} {kind of the carried address}". Each takes the address as an integer.
+_CARRIERS: tuple[tuple[str, str, Callable[[int], tuple[int, ...]]], ...] = (
+    ("::ffff:0:0/96", "an IPv6 form of", lambda n: (n & _IPV4_BITS,)),  # mapped, RFC 4291
+    ("64:ff9b::/96", "an IPv6 form of", lambda n: (n & _IPV4_BITS,)),  # NAT64, RFC 6052
+    ("2002::/16", "an IPv6 form of", lambda n: (n >> 80 & _IPV4_BITS,)),  # 6to4, RFC 3056
+    # Teredo, RFC 4380: the server's address, then the client's (stored inverted).
+    ("2001::/32", "a Teredo address embedding", lambda n: (n >> 64 & _IPV4_BITS, ~n & _IPV4_BITS)),
+)
+
+
+def _masked(cidr: str) -> tuple[int, int, int]:
+    """``(version, network as an integer, netmask as an integer)``."""
+    network = ipaddress.ip_network(cidr)
+    return network.version, int(network.network_address), int(network.netmask)
+
+
+# Most specific first, so that the first match is the one that names the address.
+_TABLE = tuple(
+    (*_masked(cidr), name)
+    for cidr, name, _rfc in sorted(
+        SPECIAL_ADDRESSES, key=lambda row: -ipaddress.ip_network(row[0]).prefixlen
+    )
+)
+_CARRIER_TABLE = tuple((*_masked(cidr), form, carried) for cidr, form, carried in _CARRIERS)
 
 
 def kind_of(address: IPAddress) -> str | None:
     """What makes an address unfit for untrusted URLs, or ``None`` if it is public."""
-    if isinstance(address, ipaddress.IPv6Address):
-        embedded = address.ipv4_mapped or address.sixtofour
-        if embedded is not None:
-            inner = kind_of(embedded)
-            return f"an IPv6 form of {inner}" if inner else None
-        if address.teredo is not None:
-            server, client = address.teredo
-            inner = kind_of(server) or kind_of(client)
-            return f"a Teredo address embedding {inner}" if inner else None
-    for test, name in (
-        ("is_loopback", "a loopback address"),
-        ("is_unspecified", "the unspecified address"),
-        ("is_link_local", "a link-local address"),
-        ("is_multicast", "a multicast address"),
-    ):
-        if getattr(address, test):
+    number = int(address)
+    for version, network, mask, form, carried in _CARRIER_TABLE:
+        if version == address.version and number & mask == network:
+            for inner in carried(number):
+                kind = kind_of(ipaddress.IPv4Address(inner))
+                if kind is not None:
+                    return f"{form} {kind}"
+            return None
+    for version, network, mask, name in _TABLE:
+        if version == address.version and number & mask == network:
             return name
-    if address in _SHARED:
-        return "a shared (CGNAT) address"
-    if isinstance(address, ipaddress.IPv6Address) and address in _UNIQUE_LOCAL:
-        return "a unique-local address"
-    if address.is_reserved:
-        return "a reserved address"
-    if address.is_private:
-        return "a private address"
-    if not address.is_global:
-        return "a reserved address"
     return None
-
-
-_UNIQUE_LOCAL = ipaddress.ip_network("fc00::/7")
 
 
 @dataclass(frozen=True)
@@ -127,8 +222,8 @@ class PolicyBackend(httpcore.AsyncNetworkBackend):
     ) -> httpcore.AsyncNetworkStream:
         try:
             addresses = await resolve(host, port)
-        except OSError as error:
-            raise httpcore.ConnectError(f"cannot resolve {host}: {error}") from error
+        except OSError as failure:
+            raise httpcore.ConnectError(f"cannot resolve {host}: {failure}") from failure
         for address in addresses:
             kind = self._policy.refusal(host, address)
             if kind is not None:

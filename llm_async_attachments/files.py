@@ -51,6 +51,17 @@ async def read_path(path: str, meter: Meter) -> bytes:
             f"Attachment path {path} cannot be read: {_describe(exc)}. {_FIX}",
             source=path,
         ) from exc
+    except (ValueError, UnicodeError) as exc:
+        # os.open's own refusals: a NUL byte, or a lone surrogate it cannot encode.
+        what = (
+            "it cannot be encoded for the file system (a lone surrogate?)"
+            if isinstance(exc, UnicodeError)
+            else "it contains a NUL byte"
+        )
+        shown = path.encode("utf-8", "backslashreplace").decode("utf-8")
+        raise AttachmentPathError(
+            f"Attachment path {shown!r} is not a valid path: {what}. {_FIX}", source=path
+        ) from None
 
 
 def _unreadable_kind(mode: int) -> str | None:

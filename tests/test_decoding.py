@@ -289,21 +289,14 @@ def prefixed(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
 EMPTY_MEMBER = gzip.compress(b"")
 
 
-@pytest.mark.parametrize(
-    ("first", "then"),
-    [
-        (EMPTY_MEMBER, EMPTY_MEMBER * (64 * KiB // len(EMPTY_MEMBER))),
-        (gzip.compress(b"x"), b"\0" * 64 * KiB),
-    ],
-    ids=["empty members", "zero padding"],
-)
-def test_endless_bodies_that_decode_to_nothing_stop_at_the_raw_limit_in_bounded_memory(first, then):
-    cap = 512 * KiB  # small: tiny members take ~10 us each, more under tracemalloc
+def test_endless_zero_padding_stops_at_the_raw_limit_in_bounded_memory():
+    cap = 512 * KiB
     meter = Budget(cap, cap).meter(SOURCE)
+    first, padding = gzip.compress(b"x"), b"\0" * 64 * KiB
     tracemalloc.start()
     try:
         with pytest.raises(AttachmentTooLarge) as caught:
-            metered("gzip", prefixed(first, endless(then)), meter, cap)
+            metered("gzip", prefixed(first, endless(padding)), meter, cap)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -312,6 +305,21 @@ def test_endless_bodies_that_decode_to_nothing_stop_at_the_raw_limit_in_bounded_
     assert "still compressed" in str(error)
     assert "raise LLM_ASYNC_ATTACHMENTS_MAX_BYTES" in str(error)
     assert peak < 128 * KiB  # two network chunks: nothing piles up after a member
+
+
+def test_endless_empty_gzip_members_stop_within_the_first_chunk_in_bounded_memory():
+    cap = 512 * KiB
+    meter = Budget(cap, cap).meter(SOURCE)
+    then = EMPTY_MEMBER * (64 * KiB // len(EMPTY_MEMBER))
+    tracemalloc.start()
+    try:
+        with pytest.raises(AttachmentFetchError, match="more than one per KiB") as caught:
+            metered("gzip", prefixed(EMPTY_MEMBER, endless(then)), meter, cap)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert caught.value.source == SOURCE
+    assert peak < cap  # the old decoder grew 50-95 MiB here
 
 
 def test_endless_gzip_members_with_content_stop_at_the_cap_in_bounded_memory():
@@ -448,3 +456,20 @@ def test_decoding_inverts_encoding_for_any_chunking_and_room(data, how, level, c
             out.append(piece)
     assert b"".join(out) == data
     assert decoder.raw_bytes == len(body)
+
+
+def test_thousands_of_tiny_gzip_members_are_refused_before_they_hold_the_loop():
+    member = gzip.compress(b"")
+    decoder = Decoder("gzip", "http://files.test/many.gz", lambda: 1 << 20, 1 << 30)
+    with pytest.raises(AttachmentFetchError, match="more than one per KiB"):
+        for _ in decoder.feed(member * 3000):
+            pass
+    assert decoder._members <= 16 + len(member) * 3000 // 1024 + 1
+
+
+def test_a_few_large_gzip_members_are_read_whole():
+    parts = [bytes([n]) * 50_000 for n in range(40)]
+    body = b"".join(gzip.compress(part) for part in parts)
+    decoder = Decoder("gzip", "http://files.test/ok.gz", lambda: 1 << 20, 1 << 30)
+    out = b"".join(decoder.feed(body)) + b"".join(decoder.end())
+    assert out == b"".join(parts)

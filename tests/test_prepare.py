@@ -182,9 +182,7 @@ async def test_summary_reads_well_in_a_log(urls, echo):
     )
 
 
-def test_each_event_loop_gets_its_own_pool_closed_and_freed_with_the_loop(
-    urls, echo, file_server
-):
+def test_each_event_loop_gets_its_own_pool_closed_and_freed_with_the_loop(urls, echo, file_server):
     pools = []
 
     async def one_turn(url):

@@ -50,7 +50,7 @@ class Config:
         },
     )
     fetch_queue_timeout: float = field(
-        default=30.0,
+        default=300.0,
         metadata={
             "doc": "Seconds a URL fetch may wait for one of the loop's fetch slots before "
             "`AttachmentQueueTimeout`; the server is not asked until a slot is free."

@@ -82,10 +82,13 @@ async def _fetch(
     url: str, config: Config, work: Callable[[Exchange], Coroutine[Any, Any, Fetched]]
 ) -> Fetched:
     source = redact(url)
-    target = parse(url, source)
     pool = await pool_for_running_loop(config)
+    # The slot first: thousands of fetches started at once then queue here
+    # after a few microseconds each, rather than parsing every URL on the loop
+    # in one go before the first of them can start.
     await _take_slot(pool, config, source)
     try:
+        target = parse(url, source)
         with _as_attachment_errors(source, config):
             async with asyncio.timeout(config.deadline) as deadline:
                 when = deadline.when()

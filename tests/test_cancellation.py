@@ -14,6 +14,7 @@ import dataclasses
 import os
 import random
 
+import httpcore._async.connection_pool as connection_pool
 import httpcore._async.http11 as http11
 import llm
 import pytest
@@ -116,6 +117,63 @@ async def test_repeated_cancels_reach_the_fetch_once_and_it_still_cleans_up(
         await task
     again = file_server.add("/again.png", samples.png(), content_type="image/png")
     await laa.prepare_attachments(prompt_with([again], echo), config=one_at_a_time)
+    assert_pool_healthy()
+
+
+@pytest.fixture
+def slow_wake(monkeypatch):
+    """The pool has assigned a fresh connection; the request takes 200 ms to wake up."""
+    started = asyncio.Event()
+    original = connection_pool.AsyncPoolRequest.wait_for_connection
+
+    async def wait_for_connection(self, timeout=None):
+        connection = await original(self, timeout)
+        if not started.is_set():
+            started.set()
+            await asyncio.sleep(0.2)
+        return connection
+
+    monkeypatch.setattr(
+        connection_pool.AsyncPoolRequest, "wait_for_connection", wait_for_connection
+    )
+    return started
+
+
+@pytest.fixture
+def slow_first_request(monkeypatch):
+    """A new connection is open; its first request takes 200 ms to start."""
+    started = asyncio.Event()
+    original = http11.AsyncHTTP11Connection.handle_async_request
+
+    async def handle_async_request(self, request):
+        if not started.is_set():
+            started.set()
+            await asyncio.sleep(0.2)
+        return await original(self, request)
+
+    monkeypatch.setattr(http11.AsyncHTTP11Connection, "handle_async_request", handle_async_request)
+    return started
+
+
+@pytest.mark.parametrize("window", ["slow_wake", "slow_first_request"])
+async def test_a_cancel_before_a_new_connection_is_used_leaves_the_pool_usable(
+    file_server, echo, window, request
+):
+    started = request.getfixturevalue(window)
+    one_at_a_time = config(concurrency=1, timeout=2.0)
+    url = file_server.add("/new.png", samples.png(), content_type="image/png")
+    task = asyncio.create_task(
+        laa.prepare_attachments(prompt_with([url], echo), config=one_at_a_time)
+    )
+    await started.wait()  # httpcore holds a connection no try block would release yet
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    # The only connection, left NEW or never connected, would stay for good, and
+    # this would fail with a pool timeout after 2 s.
+    again = file_server.add("/after-new.png", samples.png(), content_type="image/png")
+    summary = await laa.prepare_attachments(prompt_with([again], echo), config=one_at_a_time)
+    assert summary.requests == 1
     assert_pool_healthy()
 
 

@@ -1,51 +1,107 @@
-"""Cancellation that httpcore survives: at most once per fetch, never during a close.
+"""Cancellation that httpcore survives: once per fetch, only where it is safe, never in a close.
 
 httpcore 1.0.9 cleans up after a cancelled request inside
-``AsyncShieldCancellation`` blocks, which are anyio cancel scopes; asyncio's
-own ``Task.cancel()`` goes straight through them (encode/httpcore#1093,
-encode/httpx#3782). So a cancellation that lands while httpcore releases a
-connection leaves that connection ACTIVE with its request still queued, and
-after ``concurrency`` such events every later fetch on the loop waits for a
-connection forever. Two kinds of moment are exposed:
+``AsyncShieldCancellation`` blocks, anyio cancel scopes that asyncio's own
+``Task.cancel()`` goes straight through (encode/httpcore#1093,
+encode/httpx#3782), and has moments where one cancellation leaves a
+connection that no request owns and nothing will ever free. After
+``concurrency`` of them, every fetch on the loop waits for a connection
+forever. There are three kinds of moment:
 
-* closing a response: httpcore marks the connection idle and removes the
-  request from its queue only if the close runs to the end. Every close
-  here runs as a task of its own that nobody cancels (:func:`close`).
-* httpcore's own clean-up after a first cancellation (in ``except
-  BaseException`` blocks): a second cancellation would cut it. A fetch runs
-  in a task of its own (:func:`cancel_once`) to which any number of
-  cancellations of the caller (a user, a ``TaskGroup`` sibling failing, a
-  deadline) arrive as exactly one.
+* closing a response: the connection is released only if the close runs to
+  its end. Every close here runs as a task of its own that nobody cancels
+  (:func:`close`).
+* httpcore's clean-up after a first cancellation (``except BaseException``
+  blocks): a second cancellation would cut it. A fetch runs in a task of
+  its own (:meth:`CancelGate.run`) that any number of cancellations of the
+  caller (a user, a ``TaskGroup`` sibling failing, a deadline) reach as one.
+* the first request on a new connection, before httpcore is inside a
+  ``try`` that would release it: just after the pool assigned it (the
+  connection is never connected) and between connecting and sending (it
+  stays NEW). There a cancellation waits, a few microseconds, until
+  httpcore's ``trace`` extension says the request has reached a point that
+  cleans up after itself (:meth:`CancelGate.trace`).
+
+This is the one module that knows httpcore's trace events.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
+from contextlib import contextmanager
 from typing import Any, Protocol, TypeVar
 
-__all__ = ["cancel_once", "close"]
+__all__ = ["CancelGate", "close"]
 
 T = TypeVar("T")
+
+# httpcore 1.0 trace events: from these on, a cancellation is cleaned up ...
+_SAFE_FROM = frozenset(
+    {
+        "connection.connect_tcp.started",  # inside the try that marks a failed connect
+        "connection.start_tls.started",
+        "http11.send_request_headers.started",  # inside the try that releases the request
+    }
+)
+# ... and from these on, until the next safe event, it would not be.
+_UNSAFE_FROM = frozenset({"connection.connect_tcp.complete", "connection.start_tls.complete"})
 
 
 class _Closable(Protocol):
     async def aclose(self) -> None: ...
 
 
-async def cancel_once(work: Coroutine[Any, Any, T]) -> T:
-    """Run ``work`` in a task of its own, cancelled at most once however often we are.
+class CancelGate:
+    """Delivers a caller's cancellation to its fetch once, and only where httpcore survives it."""
 
-    When the caller is cancelled, ``work`` is cancelled once and waited for,
-    so that its clean-up (and httpcore's) runs to the end; then the caller's
-    cancellation goes on, whatever ``work`` ended with. Otherwise its result
-    or exception passes through.
-    """
-    task = asyncio.ensure_future(work)
-    if await _wait(task, on_cancel=task.cancel):
-        _discard(task)
-        raise asyncio.CancelledError
-    return task.result()
+    def __init__(self) -> None:
+        self._task: asyncio.Future[Any] | None = None
+        self._requested = False
+        self._delivered = False
+        self._unsafe = False
+
+    async def run(self, work: Coroutine[Any, Any, T]) -> T:
+        """Run ``work`` in a task of its own; the caller's cancellations reach it as one.
+
+        When the caller is cancelled, ``work`` is cancelled (as soon as it is
+        safe) and waited for, so that its clean-up, and httpcore's, runs to
+        the end; then the caller's cancellation goes on, whatever ``work``
+        ended with. Otherwise its result or exception passes through.
+        """
+        task = self._task = asyncio.ensure_future(work)
+        if await _wait(task, on_cancel=self._request):
+            _discard(task)
+            raise asyncio.CancelledError
+        return task.result()
+
+    @contextmanager
+    def sending(self) -> Iterator[None]:
+        """Around one transport request: unsafe until httpcore's trace says otherwise."""
+        self._unsafe = True
+        try:
+            yield
+        finally:
+            self._unsafe = False
+            self._deliver()
+
+    async def trace(self, event: str, info: dict[str, Any]) -> None:
+        """httpcore's ``trace`` extension: follows where the request is."""
+        if event in _SAFE_FROM or event.endswith(".failed"):
+            self._unsafe = False
+            self._deliver()
+        elif event in _UNSAFE_FROM:
+            self._unsafe = True
+
+    def _request(self) -> None:
+        self._requested = True
+        self._deliver()
+
+    def _deliver(self) -> None:
+        if self._requested and not self._delivered and not self._unsafe:
+            assert self._task is not None
+            self._delivered = True
+            self._task.cancel()
 
 
 async def close(resource: _Closable) -> None:

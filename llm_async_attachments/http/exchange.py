@@ -16,7 +16,7 @@ from contextlib import asynccontextmanager
 import httpx
 
 from ..errors import TooManyRedirects
-from .cancellation import close
+from .cancellation import CancelGate, close
 from .pool import Pool
 from .retries import RETRYABLE_STATUS, backoff, is_transient, retry_after
 from .urls import redirect_target
@@ -35,12 +35,19 @@ class Exchange:
     """
 
     def __init__(
-        self, url: httpx.URL, source: str, pool: Pool, retries: int, deadline: float
+        self,
+        url: httpx.URL,
+        source: str,
+        pool: Pool,
+        gate: CancelGate,
+        retries: int,
+        deadline: float,
     ) -> None:
         self.url = url
         self.source = source
         self.requests = 0
         self._pool = pool
+        self._gate = gate
         self._retries = retries
         self._deadline = deadline
         # Credentials in the URL go as Basic auth, as httpx (and so llm) sends
@@ -97,7 +104,8 @@ class Exchange:
             last = attempt == self._retries
             self.requests += 1
             try:
-                response = await self._pool.send(self._request(method, url, headers))
+                with self._gate.sending():
+                    response = await self._pool.send(self._request(method, url, headers))
             except httpx.TransportError as error:
                 delay = backoff(attempt)
                 if last or not is_transient(error) or not self._room_for(delay):
@@ -122,6 +130,7 @@ class Exchange:
         self, method: str, url: httpx.URL, headers: Mapping[str, str] | None
     ) -> httpx.Request:
         request = httpx.Request(method, url, headers={**_HEADERS, **(headers or {})})
+        request.extensions["trace"] = self._gate.trace
         if self._auth and _same_origin(url, self.url):
             request.headers["Authorization"] = self._auth
         return request

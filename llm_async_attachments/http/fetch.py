@@ -2,7 +2,7 @@
 
 A fetch waits for a slot of its loop's pool (``Config.fetch_queue_timeout``),
 then runs within ``Config.deadline`` in a task of its own
-(:func:`~.cancellation.cancel_once`). Every failure leaves here as an
+(:meth:`~.cancellation.CancelGate.run`). Every failure leaves here as an
 :class:`~..errors.AttachmentError` naming the attachment: this is the one
 place where httpx's and the transport's exceptions become ours.
 """
@@ -31,7 +31,7 @@ from ..errors import (
 )
 from ..policy import AddressRefused
 from .body import Body
-from .cancellation import cancel_once
+from .cancellation import CancelGate
 from .exchange import Exchange
 from .pool import Pool, UnusableProxy, pool_for_running_loop
 from .urls import parse
@@ -93,8 +93,9 @@ async def _fetch(
             async with asyncio.timeout(config.deadline) as deadline:
                 when = deadline.when()
                 assert when is not None
-                exchange = Exchange(target, source, pool, config.retries, when)
-                return await cancel_once(work(exchange))
+                gate = CancelGate()
+                exchange = Exchange(target, source, pool, gate, config.retries, when)
+                return await gate.run(work(exchange))
     finally:
         pool.slots.release()
 

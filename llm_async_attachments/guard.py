@@ -113,7 +113,7 @@ def _install() -> None:
         if _would_block_type(self):
             state = peek(self)
             if state is not None and state.type is not UNSET:
-                return state.type  # type: ignore[return-value]
+                return state.type
             check(self, "resolve_type")
         return original["resolve_type"](self)
 
@@ -144,7 +144,8 @@ def _install() -> None:
 
     def __repr__(self: llm.Attachment) -> str:
         # repr() must never raise: debuggers, loggers and pytest call it.
-        if _would_block_id(self) and (peek(self) is None or peek(self).id is None):
+        state = peek(self)
+        if _would_block_id(self) and (state is None or state.id is None):
             try:
                 asyncio.get_running_loop()
             except RuntimeError:

@@ -1,27 +1,49 @@
-"""What prepare found for an attachment, kept on the attachment object itself.
+"""What prepare found for an attachment, kept beside the attachment, never on it.
 
-The state lives in an attribute that is not a dataclass field, so it changes
-neither ``id()``, ``==``, ``repr()``, ``.content``, nor anything llm logs.
+States live in a side table keyed by the attachment's identity and held
+through a weak reference: nothing is stored on the attachment, so its
+``id()``, ``==``, ``repr()``, ``__dict__``, what llm logs, and its copies and
+pickles are exactly llm's. A ``copy.copy()``, ``copy.deepcopy()`` or
+unpickled attachment is a new object and so a new, unprepared attachment
+(preparing it again costs a fetch, never a wrong answer). The table never
+keeps an attachment alive: an entry goes when its attachment is collected.
+
+A state records the fields it was computed from: ``type``, ``path``, ``url``
+and the ``content`` object. Once any of them changes, the state is dropped
+and the attachment is unprepared again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
+import threading
+import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from .errors import AttachmentsTotalTooLarge
 
-_ATTRIBUTE: Final = "_llm_async_attachments_state"
+__all__ = [
+    "UNSET",
+    "Prepared",
+    "peek",
+    "single_flight",
+    "state_of",
+]
 
 
-class _Unset:
+class _Unset(enum.Enum):
+    """A type not resolved yet. An enum member: copies and pickles stay ``UNSET``."""
+
+    UNSET = "UNSET"
+
     def __repr__(self) -> str:
         return "UNSET"
 
 
-UNSET: Final = _Unset()
+UNSET: Final = _Unset.UNSET
 
 
 @dataclass
@@ -33,28 +55,86 @@ class Prepared:
     read or computed.
     """
 
-    type: str | _Unset | None = UNSET
+    type: str | Literal[_Unset.UNSET] | None = UNSET
     content: bytes | None = None
+    """The bytes read from the path or URL (``content=`` bytes stay the attachment's)."""
     id: str | None = None
+    """SHA-256 of the bytes of a path or ``content=``: llm's ``id()`` unless ``_id`` is set."""
     base64: str | None = None
     """``base64_content()``, for content over 2 MiB: encoded once, off the event loop."""
     check_type: bool = False
     """llm's type check was deferred from ``model.prompt()`` to the prepare step."""
+    _basis: tuple[object, ...] = field(default=(), repr=False)
     _flight: tuple[asyncio.AbstractEventLoop, asyncio.Future[Any]] | None = field(
         default=None, repr=False
     )
 
+    def computed_from(self, attachment: object) -> bool:
+        """Whether ``attachment`` still has the fields this state was computed from."""
+        return _same_basis(self._basis, _basis_of(attachment))
+
+    def __getstate__(self) -> dict[str, Any]:
+        # A flight is a future of a running loop: a copy or pickle has none.
+        return {**self.__dict__, "_flight": None}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+
+def _basis_of(attachment: object) -> tuple[object, ...]:
+    return tuple(getattr(attachment, name, None) for name in ("type", "path", "url", "content"))
+
+
+def _same_basis(kept: tuple[object, ...], now: tuple[object, ...]) -> bool:
+    # type, path and url by value; content by identity: bytes are immutable, and
+    # the state keeps the object alive, so the same object means the same bytes.
+    return kept[:3] == now[:3] and kept[3] is now[3]
+
+
+_table: dict[int, tuple[weakref.ref[Any], Prepared]] = {}
+_table_lock = threading.Lock()
+
+
+def _forget(key: int, ref: weakref.ref[Any]) -> None:
+    """Weakref callback: the attachment is gone, and so is its state."""
+    entry = _table.get(key)
+    if entry is not None and entry[0] is ref:
+        _table.pop(key, None)
+
+
+def _current(attachment: object) -> Prepared | None:
+    entry = _table.get(id(attachment))
+    if entry is None or entry[0]() is not attachment:
+        return None
+    if not entry[1].computed_from(attachment):
+        return None
+    return entry[1]
+
 
 def peek(attachment: object) -> Prepared | None:
-    """The state of ``attachment`` if it has been prepared at all, without creating one."""
-    return attachment.__dict__.get(_ATTRIBUTE)
+    """The state of ``attachment`` if it has one, without creating one.
+
+    ``None`` when it was never prepared, or when a field the state was
+    computed from has changed since.
+    """
+    return _current(attachment)
 
 
 def state_of(attachment: object) -> Prepared:
-    """The state of ``attachment``, created empty on first use."""
-    state = attachment.__dict__.get(_ATTRIBUTE)
-    if state is None:
-        state = attachment.__dict__.setdefault(_ATTRIBUTE, Prepared())
+    """The state of ``attachment``, created empty on first use or after a change.
+
+    ``attachment`` must support weak references (``llm.Attachment`` does).
+    """
+    state = _current(attachment)
+    if state is not None:
+        return state
+    key = id(attachment)
+    with _table_lock:
+        state = _current(attachment)  # another thread may have made it meanwhile
+        if state is None:
+            state = Prepared(_basis=_basis_of(attachment))
+            ref = weakref.ref(attachment, lambda ref: _forget(key, ref))
+            _table[key] = (ref, state)
     return state
 
 
@@ -83,7 +163,7 @@ async def single_flight(
             continue
         future: asyncio.Future[Any] = loop.create_future()
         state._flight = (loop, future)
-        outcome: object = _RETRY
+        outcome = _RETRY
         try:
             await work()
             outcome = None

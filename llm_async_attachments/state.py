@@ -11,6 +11,11 @@ keeps an attachment alive: an entry goes when its attachment is collected.
 A state records the fields it was computed from: ``type``, ``path``, ``url``
 and the ``content`` object. Once any of them changes, the state is dropped
 and the attachment is unprepared again.
+
+A URL's results also record the ``FetchKey`` they were fetched under, so
+that a caller with a stricter address policy does not take them
+(see ``covers``), and :func:`single_flight` shares a fetch only between
+callers with equal keys.
 """
 
 from __future__ import annotations
@@ -19,15 +24,19 @@ import asyncio
 import enum
 import threading
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, NamedTuple
 
-from .errors import AttachmentsTotalTooLarge
+from .config import Config
+from .errors import AttachmentError, AttachmentsTotalTooLarge
 
 __all__ = [
     "UNSET",
+    "FetchKey",
     "Prepared",
+    "covers",
+    "fetch_key",
     "peek",
     "single_flight",
     "state_of",
@@ -44,6 +53,57 @@ class _Unset(enum.Enum):
 
 
 UNSET: Final = _Unset.UNSET
+
+
+class FetchKey(NamedTuple):
+    """The settings of a ``Config`` that change what fetching a URL may return.
+
+    Two callers with equal keys would get the same result (bytes, type or
+    failure) from the same URL, so they may share one fetch and its failure.
+    ``max_bytes`` decides whether content is refused as too large;
+    ``block_private`` and ``allow`` which addresses may be reached;
+    ``timeout``, ``deadline`` and ``retries`` whether a slow or flaky server
+    fails. Not in it: ``max_total_bytes`` (a refusal of one call's budget is
+    that call's own, never shared), ``concurrency`` (when a fetch runs, not
+    what it returns) and the guard and bridge settings. A field added to
+    ``Config`` that changes what a fetch returns belongs here.
+    """
+
+    max_bytes: int
+    block_private: bool
+    allow: frozenset[str]
+    timeout: float
+    deadline: float
+    retries: int
+
+
+def fetch_key(config: Config) -> FetchKey:
+    """The ``FetchKey`` of ``config``."""
+    return FetchKey(
+        max_bytes=config.max_bytes,
+        block_private=config.block_private,
+        allow=frozenset(config.allow),
+        timeout=config.timeout,
+        deadline=config.deadline,
+        retries=config.retries,
+    )
+
+
+def covers(fetched: FetchKey | None, caller: FetchKey) -> bool:
+    """Whether a URL result fetched under ``fetched`` may answer ``caller``.
+
+    Only the address policy matters here: a result fetched with
+    ``block_private`` off (or with more hosts allowed) may come from an
+    address the caller refuses, so the caller must fetch under its own
+    policy. A success is a success whatever its timeouts; its size is checked
+    against the caller's ``max_bytes`` by whoever reads the content.
+    """
+    if fetched is None or not caller.block_private:
+        return fetched is not None
+    return fetched.block_private and fetched.allow <= caller.allow
+
+
+_Slot = tuple[asyncio.AbstractEventLoop, Hashable]
 
 
 @dataclass
@@ -64,9 +124,13 @@ class Prepared:
     """``base64_content()``, for content over 2 MiB: encoded once, off the event loop."""
     check_type: bool = False
     """llm's type check was deferred from ``model.prompt()`` to the prepare step."""
+    type_key: FetchKey | None = None
+    """For a URL: the key its ``type`` was fetched under."""
+    content_key: FetchKey | None = None
+    """For a URL: the key its ``content`` was fetched under."""
     _basis: tuple[object, ...] = field(default=(), repr=False)
-    _flight: tuple[asyncio.AbstractEventLoop, asyncio.Future[Any]] | None = field(
-        default=None, repr=False
+    _flights: dict[_Slot, asyncio.Future[AttachmentError | None]] = field(
+        default_factory=dict, repr=False
     )
 
     def computed_from(self, attachment: object) -> bool:
@@ -74,8 +138,8 @@ class Prepared:
         return _same_basis(self._basis, _basis_of(attachment))
 
     def __getstate__(self) -> dict[str, Any]:
-        # A flight is a future of a running loop: a copy or pickle has none.
-        return {**self.__dict__, "_flight": None}
+        # Flights are futures of a running loop: a copy or pickle has none.
+        return {**self.__dict__, "_flights": {}}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
@@ -138,40 +202,41 @@ def state_of(attachment: object) -> Prepared:
     return state
 
 
-_RETRY: Final = object()
-
-
 async def single_flight(
     state: Prepared,
+    key: Hashable,
     pending: Callable[[], Callable[[], Awaitable[None]] | None],
 ) -> None:
-    """Run the work ``pending()`` names until none is left, one runner at a time.
+    """Run the work ``pending()`` names until none is left, one runner at a time per key.
 
-    When two tasks on one loop prepare the same attachment, the second waits
-    for the first and then asks ``pending()`` again, which usually finds
-    nothing left to do: the attachment is fetched once. A failure is shared
-    with the waiters, except a cancellation or a per-call total-size refusal,
-    which are the owner's alone: a waiter then does the work itself.
+    When two tasks on one loop prepare the same attachment with equal keys
+    (see ``fetch_key``), the second waits for the first and then asks
+    ``pending()`` again, which usually finds nothing left to do: the
+    attachment is fetched once. Callers with different keys never wait for
+    each other. An ``AttachmentError`` is shared with the waiters, each
+    getting its own copy (``AttachmentError.copy()``: no notes the owner
+    added); a total-size refusal, any other exception (a bug) and a
+    cancellation are the owner's alone: a waiter then does the work itself.
     """
     loop = asyncio.get_running_loop()
+    slot: _Slot = (loop, key)
     while (work := pending()) is not None:
-        flight = state._flight
-        if flight is not None and flight[0] is loop:
-            outcome = await asyncio.shield(flight[1])
-            if isinstance(outcome, BaseException):
-                raise outcome
+        flight = state._flights.get(slot)
+        if flight is not None:
+            failure = await asyncio.shield(flight)
+            if failure is not None:
+                raise failure.copy()
             continue
-        future: asyncio.Future[Any] = loop.create_future()
-        state._flight = (loop, future)
-        outcome = _RETRY
+        future: asyncio.Future[AttachmentError | None] = loop.create_future()
+        state._flights[slot] = future
+        failure = None
         try:
             await work()
-            outcome = None
         except AttachmentsTotalTooLarge:
-            raise
-        except Exception as error:
-            outcome = error
+            raise  # this call's budget, not the attachment's
+        except AttachmentError as error:
+            failure = error
             raise
         finally:
-            state._flight = None
-            future.set_result(outcome)
+            del state._flights[slot]
+            future.set_result(failure)

@@ -237,9 +237,10 @@ class _Run:
             state.content, state.content_key = fetched.content, self.key
 
     async def _digest(self, attachment: Any, state: Prepared, content: bytes) -> None:
-        """llm's id of the bytes (not for URLs: theirs hashes the URL) and, for
-        content too large to encode on the loop later, its base64 text."""
-        if attachment._id is None and not attachment.url:
+        """The SHA-256 of the bytes (llm's id, and the hash llm >= 0.36 logs;
+        not for URLs: both hash the URL) and, for content too large to encode
+        on the loop later, its base64 text."""
+        if not attachment.url:
             state.id = await sha256_hex(content)
         if len(content) > ON_LOOP_LIMIT:
             state.base64 = await base64_text(content)

@@ -1,5 +1,5 @@
 """The prepared state belongs to one attachment object, as it is: not to its copies,
-not after a change of its fields, and not past its life."""
+not after a change of its fields, and not past its life. llm's logging reads no file."""
 
 from __future__ import annotations
 
@@ -8,11 +8,18 @@ import base64
 import copy
 import gc
 import hashlib
+import os
 import pickle
+import sqlite3
+import sys
 import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import llm
 import pytest
+import sqlite_utils
+from llm.migrations import migrate
 
 import llm_async_attachments as laa
 from llm_async_attachments import state as state_module
@@ -171,3 +178,76 @@ async def test_the_state_table_keeps_no_attachment_alive(png_url, tmp_path, echo
     gc.collect()  # the prompt and its task group are gone; nothing else may hold them
     assert [ref() for ref in refs] == [None, None]
     assert not set(keys) & set(state_module._table)
+
+
+# --- llm's log_to_db() ----------------------------------------------------------------
+
+
+_opened: list[str] | None = None
+
+
+def _record_opens(event: str, args: tuple[object, ...]) -> None:
+    if event == "open" and _opened is not None and isinstance(args[0], str | bytes):
+        _opened.append(os.fsdecode(args[0]))
+
+
+sys.addaudithook(_record_opens)  # inert unless a test is watching
+
+
+@contextmanager
+def files_opened() -> Iterator[list[str]]:
+    """Every file opened by name, on any thread, while the block runs."""
+    global _opened
+    _opened = []
+    try:
+        yield _opened
+    finally:
+        _opened = None
+
+
+async def logging_db() -> sqlite_utils.Database:
+    """llm's log database, in memory, migrated on a worker thread (it takes a while)."""
+    db = sqlite_utils.Database(sqlite3.connect(":memory:", check_same_thread=False))
+    await asyncio.to_thread(migrate, db)
+    return db
+
+
+async def log_on_the_loop(response, db) -> None:
+    if hasattr(llm.AsyncResponse, "log_to_db"):  # llm >= 0.36
+        response.log_to_db(db)
+    else:  # what 0.36's does
+        (await response.to_sync_response()).log_to_db(db)
+
+
+async def test_log_to_db_reads_no_prepared_path_on_the_loop(tmp_path, echo):
+    path = tmp_path / "cat.png"
+    path.write_bytes(samples.png())
+    response = echo.prompt("x", attachments=[llm.Attachment(path=str(path))])
+    await response.text()
+    db = await logging_db()
+    with files_opened() as opened:
+        await log_on_the_loop(response, db)  # the guard is strict: no silent blocking
+    assert str(path) not in opened
+    [row] = db["attachments"].rows
+    assert (row["id"], row["type"]) == (hashlib.sha256(samples.png()).hexdigest(), "image/png")
+
+
+@pytest.mark.skipif(
+    not hasattr(llm.AsyncResponse, "log_to_db"),
+    reason="llm < 0.36 logs through id() and resolve_type() alone: no file to open",
+)
+async def test_log_to_db_of_an_unprepared_path_is_stopped_before_the_file_is_opened(tmp_path, echo):
+    first, second = tmp_path / "a.png", tmp_path / "b.png"
+    first.write_bytes(samples.png())
+    second.write_bytes(samples.png())
+    # Type and id given: only llm's log hashing still needs the file.
+    attachment = llm.Attachment(path=str(first), type="image/png", _id="0" * 64)
+    response = echo.prompt("x", attachments=[attachment])
+    await response.text()
+    attachment.path = str(second)  # no longer what was prepared
+    db = await logging_db()
+    with files_opened() as opened, pytest.raises(laa.BlockingAttachmentAccessError) as caught:
+        response.log_to_db(db)
+    assert str(second) not in opened
+    assert f"llm's log_to_db() would read the attachment path {second}" in str(caught.value)
+    assert caught.value.method == "log_to_db"

@@ -212,8 +212,12 @@ async def logging_db() -> sqlite_utils.Database:
     return db
 
 
+# llm >= 0.36; before, AsyncResponse only inherits a log_to_db() that cannot work for it.
+ASYNC_LOG_TO_DB = "log_to_db" in vars(llm.AsyncResponse)
+
+
 async def log_on_the_loop(response, db) -> None:
-    if hasattr(llm.AsyncResponse, "log_to_db"):  # llm >= 0.36
+    if ASYNC_LOG_TO_DB:
         response.log_to_db(db)
     else:  # what 0.36's does
         (await response.to_sync_response()).log_to_db(db)
@@ -233,7 +237,7 @@ async def test_log_to_db_reads_no_prepared_path_on_the_loop(tmp_path, echo):
 
 
 @pytest.mark.skipif(
-    not hasattr(llm.AsyncResponse, "log_to_db"),
+    not ASYNC_LOG_TO_DB,
     reason="llm < 0.36 logs through id() and resolve_type() alone: no file to open",
 )
 async def test_log_to_db_of_an_unprepared_path_is_stopped_before_the_file_is_opened(tmp_path, echo):

@@ -152,7 +152,7 @@ def _basis_of(attachment: object) -> tuple[object, ...]:
 def _same_basis(kept: tuple[object, ...], now: tuple[object, ...]) -> bool:
     # type, path and url by value; content by identity: bytes are immutable, and
     # the state keeps the object alive, so the same object means the same bytes.
-    return kept[:3] == now[:3] and kept[3] is now[3]
+    return len(kept) == len(now) and kept[:3] == now[:3] and kept[3] is now[3]
 
 
 _table: dict[int, tuple[weakref.ref[Any], Prepared]] = {}

@@ -75,7 +75,7 @@ class AsyncAttachment:
         if not (attachment.path or attachment.url):
             return attachment.resolve_type()  # bytes: puremagic, no I/O
         state = await prepare_one(attachment, need_content=False, config=get_config())
-        return None if state.type is UNSET else state.type  # type: ignore[return-value]
+        return None if state.type is UNSET else state.type
 
     async def content_bytes(self) -> bytes:
         """The bytes: as given, or read from the file or URL (once; cached)."""

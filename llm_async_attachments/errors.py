@@ -9,6 +9,7 @@ error (blocking I/O on an event loop), not bad input.
 
 from __future__ import annotations
 
+from typing import Any, Self
 from urllib.parse import urlsplit, urlunsplit
 
 __all__ = [
@@ -27,12 +28,50 @@ __all__ = [
 ]
 
 
+def _rebuild(cls: type[BaseException], args: tuple[Any, ...]) -> BaseException:
+    """An exception of ``cls`` with ``args`` and no other fields, ``__init__`` not called."""
+    return cls.__new__(cls, *args)
+
+
+def _reduce(self: BaseException) -> tuple[Any, ...]:
+    """Copy and pickle support for exceptions whose fields are keyword-only arguments.
+
+    ``BaseException`` rebuilds a copy as ``cls(*args)``, which fails when
+    ``__init__`` has required keyword-only arguments. This rebuilds it
+    without calling ``__init__`` and restores the fields (and any notes)
+    from ``__dict__``.
+    """
+    return (_rebuild, (type(self), self.args), dict(self.__dict__))
+
+
 class AttachmentError(Exception):
-    """An attachment could not be loaded. ``source`` is its URL or path."""
+    """An attachment could not be loaded. ``source`` is its URL or path.
+
+    Every subclass can be copied (``copy.copy``, ``copy.deepcopy``) and
+    pickled with all its fields and notes.
+    """
 
     def __init__(self, message: str, *, source: str) -> None:
         super().__init__(message)
         self.source = source
+
+    __reduce__ = _reduce
+
+    def copy(self) -> Self:
+        """A new exception of the same class, message and fields, for another caller.
+
+        Without the notes (``add_note()``) and traceback of this one, and not
+        linked to it; its ``__cause__`` is kept. When tasks share one fetch,
+        each task that waited for a failed fetch raises such a copy, so
+        what one caller adds to its exception never shows up in another's.
+        """
+        twin = _rebuild(type(self), self.args)
+        twin.__dict__.update(
+            (name, value) for name, value in self.__dict__.items() if name != "__notes__"
+        )
+        twin.__cause__ = self.__cause__
+        twin.__suppress_context__ = self.__suppress_context__
+        return twin  # type: ignore[return-value]
 
 
 class AttachmentTooLarge(AttachmentError):
@@ -118,6 +157,8 @@ class BlockingAttachmentAccessError(RuntimeError):
         super().__init__(message)
         self.attachment = attachment
         self.method = method
+
+    __reduce__ = _reduce
 
 
 def redact(url: str) -> str:

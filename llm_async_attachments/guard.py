@@ -11,6 +11,13 @@ Importing the package patches ``llm.Attachment`` so that ``resolve_type()``,
 Calls that need no I/O (an explicit ``type``, ``content=`` bytes, a URL's
 ``id()``) behave exactly as in llm, as does everything on threads without a
 running loop.
+
+llm 0.36's ``log_to_db()`` also reads path attachments itself, with
+``open()`` in ``llm.logs._canonical_attachment`` (to hash their bytes for
+the log); that function is patched the same way: a prepared attachment's hash
+is the SHA-256 of the bytes prepare read (the bytes the model was sent), and
+an unprepared one is checked before the file is opened. (llm 0.30 to 0.35
+log through ``id()`` and ``resolve_type()`` alone, which are covered above.)
 """
 
 from __future__ import annotations
@@ -60,8 +67,11 @@ def describe(attachment: Any) -> str:
     return f"content ({len(content or b'')} bytes)"
 
 
-def check(attachment: Any, method: str) -> None:
-    """Raise or warn if a blocking read of ``attachment`` is about to run on an event loop."""
+def check(attachment: Any, method: str, *, message: str | None = None) -> None:
+    """Raise or warn if a blocking read of ``attachment`` is about to run on an event loop.
+
+    ``message`` replaces the one written for ``llm.Attachment.<method>()``.
+    """
     mode = get_config().guard
     if mode == "off":
         return
@@ -71,14 +81,14 @@ def check(attachment: Any, method: str) -> None:
         return  # no loop on this thread: blocking is harmless here
     what = "download" if not attachment.path else "read"
     message = (
-        f"llm.Attachment.{method}() on the attachment {describe(attachment)} would "
+        message
+        or f"llm.Attachment.{method}() on the attachment {describe(attachment)} would "
         f"{what} it synchronously and block the running event loop. Fix it in one of "
         "three ways: await llm_async_attachments.prepare_attachments(prompt, "
         "conversation) before the sync call; or set supports_async_attachments = True "
         f"on the model and await attachment.{method}(); or run the sync code in a "
-        "worker thread (await asyncio.to_thread(...)). "
-        f"(LLM_ASYNC_ATTACHMENTS_GUARD={mode})"
-    )
+        "worker thread (await asyncio.to_thread(...))."
+    ) + f" (LLM_ASYNC_ATTACHMENTS_GUARD={mode})"
     if mode == "strict" or (mode == "raise" and _executing.get()):
         raise BlockingAttachmentAccessError(message, attachment=attachment, method=method)
     if mode == "raise":
@@ -113,7 +123,7 @@ def _install() -> None:
         if _would_block_type(self):
             state = peek(self)
             if state is not None and state.type is not UNSET:
-                return state.type  # type: ignore[return-value]
+                return state.type
             check(self, "resolve_type")
         return original["resolve_type"](self)
 
@@ -144,7 +154,8 @@ def _install() -> None:
 
     def __repr__(self: llm.Attachment) -> str:
         # repr() must never raise: debuggers, loggers and pytest call it.
-        if _would_block_id(self) and (peek(self) is None or peek(self).id is None):
+        state = peek(self)
+        if _would_block_id(self) and (state is None or state.id is None):
             try:
                 asyncio.get_running_loop()
             except RuntimeError:
@@ -158,3 +169,37 @@ def _install() -> None:
         function.__wrapped__ = original[function.__name__]  # type: ignore[attr-defined]
         setattr(cls, function.__name__, function)
     cls._llm_async_attachments_patched = True  # type: ignore[attr-defined]
+    _install_log_hash()
+
+
+def _install_log_hash() -> None:
+    """Make llm >= 0.36's log hashing of path attachments answer from the prepared state."""
+    try:
+        from llm import logs
+    except ImportError:
+        return  # llm < 0.36: log_to_db() reads attachments through the patched methods
+    original = getattr(logs, "_canonical_attachment", None)
+    if original is None or getattr(original, "_llm_async_attachments_patched", False):
+        return
+
+    def _canonical_attachment(attachment: Any) -> Any:
+        if not attachment.content and attachment.path:  # llm would open() the file
+            state = peek(attachment)
+            if state is not None and state.id is not None:
+                return {"id": state.id, "type": attachment.resolve_type()}
+            check(
+                attachment,
+                "log_to_db",
+                message=f"llm's log_to_db() would read the attachment "
+                f"{describe(attachment)} synchronously, to hash it, and block the running "
+                "event loop. Fix it in one of two ways: await "
+                "llm_async_attachments.prepare_attachments(prompt, conversation) (or "
+                "await the response) before logging; or log in a worker thread (await "
+                "asyncio.to_thread(response.log_to_db, db)).",
+            )
+        return original(attachment)
+
+    _canonical_attachment.__doc__ = original.__doc__
+    _canonical_attachment.__wrapped__ = original  # type: ignore[attr-defined]
+    _canonical_attachment._llm_async_attachments_patched = True  # type: ignore[attr-defined]
+    logs._canonical_attachment = _canonical_attachment

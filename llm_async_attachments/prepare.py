@@ -12,11 +12,11 @@ from . import mime
 from .budget import Budget, human
 from .config import Config, get_config
 from .declarations import url_support
-from .errors import redact
+from .errors import AttachmentTooLarge, redact
 from .files import read_path
 from .http import fetch_content, fetch_type
 from .offload import ON_LOOP_LIMIT, base64_text, sha256_hex
-from .state import UNSET, Prepared, single_flight, state_of
+from .state import UNSET, Prepared, covers, fetch_key, single_flight, state_of
 
 __all__ = ["PrepareSummary", "UrlPolicy", "prepare_attachments"]
 
@@ -67,11 +67,16 @@ async def prepare_attachments(
       ``{"image/*"}``, or the known behaviour of llm's OpenAI models;
       ``model`` defaults to ``prompt.model``).
 
-    Results are cached on each attachment, so afterwards its sync
+    Results are cached for each attachment object, so afterwards its sync
     ``resolve_type()``, ``content_bytes()``, ``base64_content()`` and ``id()``
-    do no I/O, and preparing again (the next turn) fetches nothing. The first
-    attachment to fail raises its [`AttachmentError`][] and cancels the
-    rest (failures at the same moment are added to it as notes).
+    do no I/O, and preparing again (the next turn) fetches nothing. A cached
+    result serves a later call only if that call's ``config`` could have
+    produced it: content over its ``max_bytes`` raises
+    [`AttachmentTooLarge`][] without a fetch, and a URL fetched with
+    ``block_private`` off is fetched again for a call that has it on. The
+    first attachment to fail raises its [`AttachmentError`][] and cancels
+    the rest (failures at the same moment are added to it as notes); the
+    exception is this call's own object, never one another call raises too.
     """
     started = time.perf_counter()
     config = config or get_config()
@@ -158,13 +163,14 @@ class _Run:
     def __init__(self, config: Config, policy: UrlPolicy) -> None:
         self.config = config
         self.policy = policy
+        self.key = fetch_key(config)
         self.budget = Budget(config.max_bytes, config.max_total_bytes)
         self.fetched = 0
         self.requests = 0
 
     async def prepare(self, attachment: Any, *, need_content: bool) -> None:
         state = state_of(attachment)
-        await single_flight(state, lambda: self._pending(attachment, state, need_content))
+        await single_flight(state, self.key, lambda: self._pending(attachment, state, need_content))
 
     def _pending(
         self, attachment: Any, state: Prepared, need_content: bool
@@ -178,14 +184,23 @@ class _Run:
         if attachment.path:
             if state.content is None:
                 return lambda: self._read_path(attachment, state)
+            self._within_max_bytes(attachment, state.content)
             return None
         if not attachment.url:
             return None
-        if state.content is not None:
+        # Results fetched under a laxer address policy than this call's are not its own.
+        found = state.type if covers(state.type_key, self.key) else UNSET
+        if attachment.type or found is not UNSET:
+            known_type: str | None = attachment.type or (None if found is UNSET else found)
+            wants_content = need_content and not self.policy.accepts(known_type)
+        else:
+            wants_content = False
+        if state.content is not None and covers(state.content_key, self.key):
+            if wants_content:
+                self._within_max_bytes(attachment, state.content)
             return None
-        if attachment.type or state.type is not UNSET:
-            known_type = attachment.type or state.type
-            if need_content and not self.policy.accepts(known_type):
+        if attachment.type or found is not UNSET:
+            if wants_content:
                 return lambda: self._fetch(attachment, state, lambda content_type: True)
             return None
         if not need_content or self.policy.everything:
@@ -206,7 +221,7 @@ class _Run:
         self.fetched += 1
         fetched = await fetch_type(attachment.url, self.config)
         self.requests += fetched.requests
-        state.type = fetched.type
+        state.type, state.type_key = fetched.type, self.key
 
     async def _fetch(
         self, attachment: Any, state: Prepared, wanted: Callable[[str | None], bool]
@@ -216,22 +231,43 @@ class _Run:
         fetched = await fetch_content(attachment.url, meter, self.config, wanted)
         self.requests += fetched.requests
         if not attachment.type:
-            state.type = fetched.type
+            state.type, state.type_key = fetched.type, self.key
         if fetched.content is not None:
             await self._digest(attachment, state, fetched.content)
-            state.content = fetched.content
+            state.content, state.content_key = fetched.content, self.key
 
     async def _digest(self, attachment: Any, state: Prepared, content: bytes) -> None:
-        """llm's id of the bytes (not for URLs: theirs hashes the URL) and, for
-        content too large to encode on the loop later, its base64 text."""
-        if attachment._id is None and not attachment.url:
+        """The SHA-256 of the bytes (llm's id, and the hash llm >= 0.36 logs;
+        not for URLs: both hash the URL) and, for content too large to encode
+        on the loop later, its base64 text."""
+        if not attachment.url:
             state.id = await sha256_hex(content)
         if len(content) > ON_LOOP_LIMIT:
             state.base64 = await base64_text(content)
 
+    def _within_max_bytes(self, attachment: Any, content: bytes) -> None:
+        """Refuse content read earlier, under a larger ``max_bytes`` than this call's."""
+        limit = self.config.max_bytes
+        if len(content) > limit:
+            source = _source(attachment)
+            raise AttachmentTooLarge(
+                f"Attachment {source} is too large: it is {len(content)} bytes "
+                f"({human(len(content))}), over the limit of {human(limit)} per attachment "
+                "(it was read earlier, under a larger limit). If you trust this source, "
+                "raise LLM_ASYNC_ATTACHMENTS_MAX_BYTES (Config.max_bytes); otherwise send "
+                "a smaller file.",
+                source=source,
+                limit=limit,
+                size=len(content),
+            )
+
 
 def _first_failure(group: BaseExceptionGroup, order: Iterable[Any]) -> BaseException:
-    """One exception, not a group: the earliest attachment's, with the others noted on it."""
+    """One exception, not a group: the earliest attachment's, with the others noted on it.
+
+    Every exception in the group is this call's own object (waiters of a
+    shared fetch raise copies), so the notes reach no other caller.
+    """
     failures: list[BaseException] = []
     pending: list[BaseExceptionGroup] = [group]
     while pending:
@@ -241,7 +277,7 @@ def _first_failure(group: BaseExceptionGroup, order: Iterable[Any]) -> BaseExcep
             else:
                 failures.append(error)
     rank = {_source(attachment): index for index, attachment in enumerate(order)}
-    failures.sort(key=lambda error: rank.get(getattr(error, "source", None), len(rank)))
+    failures.sort(key=lambda error: rank.get(getattr(error, "source", ""), len(rank)))
     first = failures[0]
     for other in failures[1:]:
         first.add_note(f"Also failed: {other}")

@@ -126,7 +126,7 @@ def slow_wake(monkeypatch):
     started = asyncio.Event()
     original = connection_pool.AsyncPoolRequest.wait_for_connection
 
-    async def wait_for_connection(self, timeout=None):
+    async def wait_for_connection(self, timeout=None):  # noqa: ASYNC109 (httpcore's)
         connection = await original(self, timeout)
         if not started.is_set():
             started.set()

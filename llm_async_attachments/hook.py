@@ -117,10 +117,11 @@ async def _prepared(
     if key not in running:
         conversation = kwargs.get("conversation", args[2] if len(args) > 2 else None)
         await prepare_attachments(prompt, conversation, model=model)
+        # llm's own ValueError, now without I/O. The mark is never cleared: another
+        # prompt, perhaps for another model, may have deferred its check on the same
+        # attachment, and checking a known type again costs nothing.
         deferred = [a for a in prompt.attachments if getattr(peek(a), "check_type", False)]
-        validate(deferred)  # llm's own ValueError, now without I/O
-        for attachment in deferred:
-            state_of(attachment).check_type = False
+        validate(deferred)
         if getattr(model, "supports_async_attachments", False):
             views = Views()
             prompt = views.prompt(prompt)

@@ -126,7 +126,8 @@ class Prepared:
     base64: str | None = None
     """``base64_content()``, for content over 2 MiB: encoded once, off the event loop."""
     check_type: bool = False
-    """llm's type check was deferred from ``model.prompt()`` to the prepare step."""
+    """Some ``model.prompt()`` deferred llm's type check to after prepare; every
+    prompt with this attachment then checks it there (cheap once the type is known)."""
     type_key: FetchKey | None = None
     """For a URL: the key its ``type`` was fetched under."""
     content_key: FetchKey | None = None

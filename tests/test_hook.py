@@ -48,6 +48,15 @@ async def test_an_unsupported_url_type_raises_llms_own_error_on_await(file_serve
     assert "This model does not support attachments of type 'application/pdf'" in expected
 
 
+async def test_a_deferred_type_check_passed_for_one_model_is_still_made_for_another(pdf_url):
+    pdf = llm.Attachment(url=pdf_url)
+    takes_pdf = laa.prepare_before_execute(Reader()).prompt("one", attachments=[pdf])
+    refuses_pdf = llm.get_async_model("echo").prompt("two", attachments=[pdf])
+    await takes_pdf.text()  # made before either ran: both checks were deferred
+    with pytest.raises(ValueError, match="does not support attachments of type"):
+        await refuses_pdf.text()
+
+
 def llm_alone_error(model, url) -> str:
     """llm's own check, run on a worker thread where its blocking HEAD is harmless."""
     try:

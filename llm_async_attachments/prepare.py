@@ -16,6 +16,7 @@ from .errors import redact
 from .fetch import fetch_content, fetch_type
 from .files import read_path
 from .offload import ON_LOOP_LIMIT, base64_text, sha256_hex
+from .patch import install
 from .state import UNSET, Prepared, single_flight, state_of
 
 __all__ = ["PrepareSummary", "UrlPolicy", "prepare_attachments"]
@@ -73,6 +74,7 @@ async def prepare_attachments(
     attachment to fail raises its [`AttachmentError`][] and cancels the
     rest (failures at the same moment are added to it as notes).
     """
+    install()  # what is prepared here, llm.Attachment's sync reads must find
     started = time.perf_counter()
     config = config or get_config()
     if model is None:
@@ -97,6 +99,7 @@ async def prepare_attachments(
 
 async def prepare_one(attachment: Any, *, need_content: bool, config: Config) -> Prepared:
     """Prepare a single attachment: its type, and its content when ``need_content``."""
+    install()
     await _Run(config, UrlPolicy(False)).prepare(attachment, need_content=need_content)
     return state_of(attachment)
 

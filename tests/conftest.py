@@ -26,6 +26,12 @@ BLOCKING_THRESHOLD = 0.1
 pytest_plugins = ["pytester"]
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "pypi: installs from the package registry; offline, run -m 'not pypi'"
+    )
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         function = getattr(item, "function", None)

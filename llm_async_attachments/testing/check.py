@@ -1,4 +1,8 @@
-"""The one-line check that an async model reads attachments without blocking."""
+"""The one-line check that an async model reads attachments without blocking.
+
+It needs pyleak, from the ``testing`` extra; without it, importing this module
+raises ``ModuleNotFoundError`` naming the extra to install.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,17 @@ from pathlib import Path
 from typing import Any
 
 import llm
-from pyleak import no_event_loop_blocking, no_task_leaks, no_thread_leaks
+
+try:
+    from pyleak import no_event_loop_blocking, no_task_leaks, no_thread_leaks
+    from pyleak.base import LeakAction
+except ModuleNotFoundError as missing:
+    raise ModuleNotFoundError(
+        f"check_async_model and llm_async_attachments.testing.check_never_blocks need "
+        f"{missing.name}, which is not installed. It comes with the plugin-author kit: "
+        "pip install 'llm-async-attachments[testing]'",
+        name=missing.name,
+    ) from missing
 
 from ..config import configure, get_config
 from ..hook import prepare_before_execute
@@ -68,13 +82,13 @@ async def check_never_blocks(
     try:
         # grace_period=0: pyleak's own grace wait is a time.sleep on this loop;
         # the asyncio.sleep below gives finished threads the same time to exit.
-        with no_thread_leaks(action="raise", grace_period=0):
+        with no_thread_leaks(action=LeakAction.RAISE, grace_period=0):
             async with (
-                no_task_leaks(action="raise"),
-                no_event_loop_blocking(action="raise", threshold=threshold),
+                no_task_leaks(action=LeakAction.RAISE),
+                no_event_loop_blocking(action=LeakAction.RAISE, threshold=threshold),
             ):
                 response = model.prompt(prompt, attachments=list(attachments), **options)
-                text = await response.text()
+                text: str = await response.text()
             await asyncio.sleep(0.1)
     finally:
         configure(before)

@@ -74,7 +74,7 @@ async def prepare_attachments(
     attachment to fail raises its [`AttachmentError`][] and cancels the
     rest (failures at the same moment are added to it as notes).
     """
-    install()  # what is prepared here, llm.Attachment's sync reads must find
+    install()  # so that llm.Attachment's sync reads find what this prepares
     started = time.perf_counter()
     config = config or get_config()
     if model is None:

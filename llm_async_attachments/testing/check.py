@@ -16,7 +16,6 @@ import llm
 
 try:
     from pyleak import no_event_loop_blocking, no_task_leaks, no_thread_leaks
-    from pyleak.base import LeakAction
 except ModuleNotFoundError as missing:
     raise ModuleNotFoundError(
         f"check_async_model and llm_async_attachments.testing.check_never_blocks need "
@@ -30,6 +29,8 @@ from ..hook import prepare_before_execute
 from . import samples
 from .server import FileServer
 
+# pyleak types some "action" parameters with an enum of str values it does not export.
+_RAISE: Any = "raise"
 # What each sample kind is, for picking attachments a model accepts.
 _KINDS = {
     "image/png": "png",
@@ -82,10 +83,10 @@ async def check_never_blocks(
     try:
         # grace_period=0: pyleak's own grace wait is a time.sleep on this loop;
         # the asyncio.sleep below gives finished threads the same time to exit.
-        with no_thread_leaks(action=LeakAction.RAISE, grace_period=0):
+        with no_thread_leaks(action=_RAISE, grace_period=0):
             async with (
-                no_task_leaks(action=LeakAction.RAISE),
-                no_event_loop_blocking(action=LeakAction.RAISE, threshold=threshold),
+                no_task_leaks(action=_RAISE),
+                no_event_loop_blocking(action=_RAISE, threshold=threshold),
             ):
                 response = model.prompt(prompt, attachments=list(attachments), **options)
                 text: str = await response.text()

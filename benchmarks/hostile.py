@@ -16,8 +16,8 @@ from pathlib import Path
 import llm
 
 import llm_async_attachments as laa
-from llm_async_attachments.testing.server import FileServer
 from tests.support.hostile import BASE, SCENARIOS, Context, run
+from tests.support.hostile_server import HostileFileServer
 
 OUTPUT = Path(__file__).resolve().parent.parent / "docs" / "hostile-inputs.md"
 
@@ -37,8 +37,8 @@ def main() -> None:
     llm.get_async_models()
     laa.configure(BASE)
     with (
-        FileServer() as server,
-        FileServer("::1") as server6,
+        HostileFileServer() as server,
+        HostileFileServer("::1") as server6,
         tempfile.TemporaryDirectory() as folder,
     ):
         rows = asyncio.run(measure_all(Context(server, server6, Path(folder))))

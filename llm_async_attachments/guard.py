@@ -1,7 +1,7 @@
 """The guard: sync attachment reads that would block an event loop are stopped first.
 
-Importing the package patches ``llm.Attachment`` so that ``resolve_type()``,
-``content_bytes()``, ``base64_content()`` and ``id()``
+:func:`llm_async_attachments.install` patches ``llm.Attachment`` so that
+``resolve_type()``, ``content_bytes()``, ``base64_content()`` and ``id()``
 
 * answer from the prepared state when :func:`prepare_attachments` has run
   (no I/O at all), and otherwise
@@ -23,10 +23,13 @@ log through ``id()`` and ``resolve_type()`` alone, which are covered above.)
 from __future__ import annotations
 
 import asyncio
+import functools
+import sys
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from types import FrameType
 from typing import Any
 
 import llm
@@ -44,7 +47,8 @@ class BlockingAttachmentAccessWarning(RuntimeWarning):
 
 
 _executing: ContextVar[bool] = ContextVar("llm_async_attachments_executing", default=False)
-_warned: set[str] = set()
+# Set on an attachment once mode "raise" has warned about it outside model execution.
+_WARNED = "_llm_async_attachments_warned"
 
 
 @contextmanager
@@ -71,6 +75,10 @@ def check(attachment: Any, method: str, *, message: str | None = None) -> None:
     """Raise or warn if a blocking read of ``attachment`` is about to run on an event loop.
 
     ``message`` replaces the one written for ``llm.Attachment.<method>()``.
+    Mode ``raise`` warns outside async model execution (a notebook's sync
+    llm calls, say) once per attachment: per call site would not do, as every
+    read of a plugin comes from the same line of its code, so a harmless
+    local file would hide every later download.
     """
     mode = get_config().guard
     if mode == "off":
@@ -79,23 +87,67 @@ def check(attachment: Any, method: str, *, message: str | None = None) -> None:
         asyncio.get_running_loop()
     except RuntimeError:
         return  # no loop on this thread: blocking is harmless here
-    what = "download" if not attachment.path else "read"
-    message = (
-        message
-        or f"llm.Attachment.{method}() on the attachment {describe(attachment)} would "
-        f"{what} it synchronously and block the running event loop. Fix it in one of "
-        "three ways: await llm_async_attachments.prepare_attachments(prompt, "
-        "conversation) before the sync call; or set supports_async_attachments = True "
-        f"on the model and await attachment.{method}(); or run the sync code in a "
-        "worker thread (await asyncio.to_thread(...))."
-    ) + f" (LLM_ASYNC_ATTACHMENTS_GUARD={mode})"
-    if mode == "strict" or (mode == "raise" and _executing.get()):
+    inside = _executing.get()
+    if message is None:
+        message = _message(attachment, method, mode, inside)
+    else:
+        message = f"{message} (LLM_ASYNC_ATTACHMENTS_GUARD={mode})"
+    if mode == "strict" or (mode == "raise" and inside):
         raise BlockingAttachmentAccessError(message, attachment=attachment, method=method)
     if mode == "raise":
-        if method in _warned:
+        if attachment.__dict__.get(_WARNED):
             return
-        _warned.add(method)
+        attachment.__dict__[_WARNED] = True
     warnings.warn(message, BlockingAttachmentAccessWarning, stacklevel=3)
+
+
+def _message(attachment: Any, method: str, mode: str, inside: bool) -> str:
+    """What happened, and the fix that suits whoever is reading: a plugin, sync llm, or code."""
+    what = "download" if not attachment.path else "read"
+    problem = (
+        f"llm.Attachment.{method}() on the attachment {describe(attachment)} would "
+        f"{what} it synchronously and block the running event loop."
+    )
+    setting = f"(LLM_ASYNC_ATTACHMENTS_GUARD={mode})"
+    model = None if inside else _reading_model()
+    if inside or isinstance(model, (llm.AsyncModel, llm.AsyncKeyModel)):
+        return (
+            f"{problem} Fix it in one of three ways: await "
+            "llm_async_attachments.prepare_attachments(prompt, conversation) before the "
+            "sync call; or set supports_async_attachments = True on the model and await "
+            f"attachment.{method}(); or run the sync code in a worker thread (await "
+            f"asyncio.to_thread(...)). {setting}"
+        )
+    if model is not None:
+        model_id = getattr(model, "model_id", None) or "..."
+        return (
+            f"{problem} The sync model {model_id!r} is running on the event loop's thread "
+            "(in a notebook, or in async code). Use its async form, which prepares "
+            f"attachments without blocking: model = llm.get_async_model({model_id!r}), then "
+            "response = model.prompt(...) and await response.text(). Or keep the sync "
+            "model and run it in a worker thread: await asyncio.to_thread(response.text). "
+            f"{setting}"
+        )
+    return (
+        f"{problem} Await it instead: await attachment.to_async().{method}(), or await "
+        "llm_async_attachments.prepare_attachments(prompt, conversation) before the sync "
+        f"call; or run the sync code in a worker thread (await asyncio.to_thread(...)). "
+        f"{setting}"
+    )
+
+
+def _reading_model(depth: int = 64) -> Any:
+    """The llm model whose code is doing the read: the nearest ``self`` up the stack
+    that is one (``model.prompt(...).text()`` runs the sync model's ``execute()``)."""
+    frame: FrameType | None = sys._getframe(1)
+    for _ in range(depth):
+        if frame is None:
+            return None
+        candidate = frame.f_locals.get("self")
+        if isinstance(candidate, (llm.Model, llm.KeyModel, llm.AsyncModel, llm.AsyncKeyModel)):
+            return candidate
+        frame = frame.f_back
+    return None
 
 
 def _would_block_type(attachment: Any) -> bool:
@@ -125,7 +177,8 @@ def _install() -> None:
             if state is not None and state.type is not UNSET:
                 return state.type
             check(self, "resolve_type")
-        return original["resolve_type"](self)
+        resolved: str | None = original["resolve_type"](self)
+        return resolved
 
     def content_bytes(self: llm.Attachment) -> bytes | None:
         if _would_block_content(self):
@@ -133,7 +186,8 @@ def _install() -> None:
             if state is not None and state.content is not None:
                 return state.content
             check(self, "content_bytes")
-        return original["content_bytes"](self)
+        content: bytes | None = original["content_bytes"](self)
+        return content
 
     def base64_content(self: llm.Attachment) -> str:
         state = peek(self)
@@ -141,7 +195,8 @@ def _install() -> None:
             return state.base64
         if _would_block_content(self) and (state is None or state.content is None):
             check(self, "base64_content")
-        return original["base64_content"](self)
+        encoded: str = original["base64_content"](self)
+        return encoded
 
     def id(self: llm.Attachment) -> str:
         if self._id is None:
@@ -150,7 +205,8 @@ def _install() -> None:
                 return state.id
             if _would_block_id(self):
                 check(self, "id")
-        return original["id"](self)
+        hashed: str = original["id"](self)
+        return hashed
 
     def __repr__(self: llm.Attachment) -> str:
         # repr() must never raise: debuggers, loggers and pytest call it.
@@ -162,12 +218,12 @@ def _install() -> None:
                 pass
             else:
                 return f'<Attachment: (unprepared) path="{self.path}">'
-        return original["__repr__"](self)
+        text: str = original["__repr__"](self)
+        return text
 
     for function in (resolve_type, content_bytes, base64_content, id, __repr__):
-        function.__doc__ = original[function.__name__].__doc__
-        function.__wrapped__ = original[function.__name__]  # type: ignore[attr-defined]
-        setattr(cls, function.__name__, function)
+        name = function.__name__
+        setattr(cls, name, functools.update_wrapper(function, original[name]))
     cls._llm_async_attachments_patched = True  # type: ignore[attr-defined]
     _install_log_hash()
 

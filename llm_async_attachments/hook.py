@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 import llm
 
 from .guard import executing_async_model
+from .patch import install
 from .prepare import prepare_attachments
 from .state import UNSET, peek, state_of
 from .views import Views
@@ -43,8 +44,10 @@ def prepare_before_execute(target: M) -> M:
     its ``execute`` and ``_validate_attachments`` are wrapped. As a class
     decorator it wraps the methods of the class. Applying it twice is
     harmless: it returns the target unchanged. Sync models are refused with
-    ``TypeError``: they do not run on an event loop.
+    ``TypeError``: they do not run on an event loop. Installs the guard
+    (see [`install`][llm_async_attachments.install]).
     """
+    install()
     if isinstance(target, type):
         if not issubclass(target, (llm.AsyncModel, llm.AsyncKeyModel)):
             raise TypeError(f"{target.__name__} is not an llm async model class")

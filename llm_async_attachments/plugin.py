@@ -1,5 +1,9 @@
 """The llm plugin: sync-only models get an async form, and every async model prepares
-its attachments before it runs. Also the ``llm async-attachments`` commands."""
+its attachments before it runs. Also the ``llm async-attachments`` commands.
+
+llm imports this module when it loads its plugins; that is when the guard goes on
+``llm.Attachment`` (importing the package itself changes nothing).
+"""
 
 from __future__ import annotations
 
@@ -12,8 +16,11 @@ from .bridge import add_async_forms
 from .cli import register_commands  # noqa: F401  (llm finds the hook here)
 from .config import get_config
 from .hook import prepare_before_execute
+from .patch import install
 
 _wrapped: set[type] = set()
+
+install()
 
 
 @llm.hookimpl(hookwrapper=True)

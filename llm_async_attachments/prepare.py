@@ -16,6 +16,7 @@ from .errors import AttachmentTooLarge, redact
 from .files import read_path
 from .http import fetch_content, fetch_type
 from .offload import ON_LOOP_LIMIT, base64_text, sha256_hex
+from .patch import install
 from .state import UNSET, Prepared, covers, fetch_key, single_flight, state_of
 
 __all__ = ["PrepareSummary", "UrlPolicy", "prepare_attachments"]
@@ -78,6 +79,7 @@ async def prepare_attachments(
     the rest (failures at the same moment are added to it as notes); the
     exception is this call's own object, never one another call raises too.
     """
+    install()  # so that llm.Attachment's sync reads find what this prepares
     started = time.perf_counter()
     config = config or get_config()
     if model is None:
@@ -102,6 +104,7 @@ async def prepare_attachments(
 
 async def prepare_one(attachment: Any, *, need_content: bool, config: Config) -> Prepared:
     """Prepare a single attachment: its type, and its content when ``need_content``."""
+    install()
     await _Run(config, UrlPolicy(False)).prepare(attachment, need_content=need_content)
     return state_of(attachment)
 

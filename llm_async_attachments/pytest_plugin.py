@@ -8,8 +8,11 @@
   with a URL, a path and a bytes attachment of a type it accepts and fails if
   the event loop blocks, a task or thread leaks, or an attachment read blocks.
 
-Imports of llm and this package happen inside the fixtures, so merely having
-the package installed costs other test suites nothing.
+pytest imports this module in every run wherever the package is installed, so
+it imports nothing but pytest and the standard library (the package's
+``__init__`` is lazy): llm, httpx and pyleak load inside the fixtures, and a
+missing kit dependency fails the test that uses the fixture, with the extra to
+install (``pip install 'llm-async-attachments[testing]'``), never the run.
 """
 
 from __future__ import annotations
@@ -48,8 +51,8 @@ class AttachmentServer:
 
         data = samples.sized(kind, size) if size else samples.SAMPLES[kind]
         if content_type == "":
-            content_type = samples.EXPECTED_MIME[kind]
-            content_type = {"audio/wave": "audio/wav"}.get(content_type, content_type)
+            expected = samples.EXPECTED_MIME[kind]
+            content_type = "audio/wav" if expected == "audio/wave" else expected
         return self.server.add(
             f"/{next(self._served)}.{kind}",
             data,
@@ -92,8 +95,9 @@ def strict_guard() -> Iterator[None]:
     """The guard in strict mode: any blocking attachment read on a loop raises."""
     import dataclasses
 
-    from . import configure, get_config
+    from . import configure, get_config, install
 
+    install()
     before = get_config()
     configure(dataclasses.replace(before, guard="strict"))
     yield

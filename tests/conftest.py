@@ -1,7 +1,9 @@
 """Suite-wide rules: every async test runs under pyleak and the guard in strict mode.
 
-The loopback servers come from this package's own pytest plugin
-(``llm_async_attachments.pytest_plugin``), as they would for a plugin author.
+The plugin authors' fixtures come from this package's own pytest plugin
+(``llm_async_attachments.pytest_plugin``), as they would for a plugin author;
+``file_server`` is the same server with the hostile routes of
+``tests/support/hostile_server.py``.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from collections.abc import Iterator
 import pytest
 
 import llm_async_attachments as laa
-from llm_async_attachments.testing.server import FileServer
+from tests.support.hostile_server import HostileFileServer
 from tests.support.openai_server import OpenAIServer
 from tests.support.scenario import warm_up
 
@@ -22,6 +24,12 @@ BLOCKING_THRESHOLD = 0.1
 
 
 pytest_plugins = ["pytester"]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "pypi: installs from the package registry; offline, run -m 'not pypi'"
+    )
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -55,13 +63,17 @@ def strict_guard():
     laa.configure(None)
 
 
-@pytest.fixture
-def file_server(attachment_server) -> FileServer:
-    """A real HTTP server on 127.0.0.1, emptied and with a fresh request log per test.
+@pytest.fixture(scope="session")
+def _file_server() -> Iterator[HostileFileServer]:
+    with HostileFileServer() as server:
+        yield server
 
-    The one this package's pytest plugin gives plugin authors, used directly.
-    """
-    return attachment_server.server
+
+@pytest.fixture
+def file_server(_file_server: HostileFileServer) -> HostileFileServer:
+    """A real HTTP server on 127.0.0.1, emptied and with a fresh request log per test."""
+    _file_server.reset()
+    return _file_server
 
 
 @pytest.fixture(scope="session")

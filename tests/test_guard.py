@@ -12,6 +12,7 @@ import pytest
 import llm_async_attachments as laa
 from llm_async_attachments import guard
 from llm_async_attachments.testing import samples
+from tests.support.sync_models import Recorder
 
 METHODS = ["resolve_type", "content_bytes", "base64_content"]
 
@@ -30,7 +31,7 @@ async def test_strict_mode_raises_before_any_request(file_server, png_url, metho
     message = str(caught.value)
     assert f"llm.Attachment.{method}() on the attachment URL {png_url}" in message
     assert "await llm_async_attachments.prepare_attachments(prompt, conversation)" in message
-    assert "supports_async_attachments = True" in message
+    assert f"await attachment.to_async().{method}()" in message  # code reading it directly
     assert "asyncio.to_thread" in message
     assert caught.value.attachment is attachment and caught.value.method == method
 
@@ -62,22 +63,73 @@ async def test_prepared_attachments_read_without_io(file_server, png_url):
     assert file_server.count() == requests == 1
 
 
-async def test_raise_mode_raises_inside_async_model_execution(png_url):
+async def test_raise_mode_raises_inside_async_model_execution_with_the_plugin_fixes(png_url):
     laa.configure(laa.Config(guard="raise"))
-    with guard.executing_async_model(), pytest.raises(laa.BlockingAttachmentAccessError):
+    with (
+        guard.executing_async_model(),
+        pytest.raises(laa.BlockingAttachmentAccessError) as caught,
+    ):
         llm.Attachment(url=png_url).resolve_type()
+    message = str(caught.value)
+    assert "await llm_async_attachments.prepare_attachments(prompt, conversation)" in message
+    assert "supports_async_attachments = True" in message
+    assert "asyncio.to_thread" in message
+
+
+class Unwrapped(llm.AsyncModel):
+    """An async plugin's model that nothing wrapped: it reads on the loop."""
+
+    model_id = "unwrapped"
+
+    async def execute(self, prompt, stream, response, conversation=None):
+        for attachment in prompt.attachments:
+            yield str(len(attachment.content_bytes()))
+
+
+async def test_an_unwrapped_async_model_is_told_the_plugin_fixes(png_url):
+    attachment = llm.Attachment(url=png_url)
+    prompt = llm.Prompt("x", Unwrapped(), attachments=[attachment])
+    with pytest.raises(laa.BlockingAttachmentAccessError) as caught:
+        async for _ in Unwrapped().execute(prompt, False, None):
+            pass
+    assert "supports_async_attachments = True" in str(caught.value)
 
 
 @pytest.mark.no_leaks(blocking=False)  # this test blocks on purpose: Jupyter-style sync use
-async def test_raise_mode_warns_once_outside_model_execution(file_server, png_url):
+async def test_raise_mode_warns_once_per_attachment_outside_model_execution(
+    file_server, png_url, tmp_path
+):
     laa.configure(laa.Config(guard="raise"))
-    guard._warned.clear()
+    local = tmp_path / "local.png"
+    local.write_bytes(samples.png())
+    attachments = [llm.Attachment(path=str(local)), llm.Attachment(url=png_url)]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        assert llm.Attachment(url=png_url).resolve_type() == "image/png"
-        assert llm.Attachment(url=png_url).resolve_type() == "image/png"
-    assert [type(w.message) for w in caught] == [laa.BlockingAttachmentAccessWarning]
+        for attachment in attachments:  # one call site: a plugin's line reading every one
+            assert attachment.resolve_type() == "image/png"
+            assert attachment.content_bytes() == samples.png()
+        assert attachments[1].resolve_type() == "image/png"
+    messages = [str(w.message) for w in caught]
+    assert [type(w.message) for w in caught] == [laa.BlockingAttachmentAccessWarning] * 2
+    assert f"path {local}" in messages[0]
+    assert f"URL {png_url}" in messages[1]  # the local file did not hide the download
     assert file_server.count("HEAD") == 2  # it warned, then did what llm does
+
+
+@pytest.mark.no_leaks(blocking=False)  # this test blocks on purpose: Jupyter-style sync use
+async def test_a_sync_model_on_the_loop_is_told_to_use_its_async_form(png_url):
+    """``model.prompt(...).text()`` with a sync model, in a notebook cell."""
+    laa.configure(laa.Config(guard="raise"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        text = Recorder().prompt("x", attachments=[llm.Attachment(url=png_url)]).text()
+    assert '"image/png"' in text
+    [warning] = caught
+    message = str(warning.message)
+    assert "The sync model 'recorder' is running on the event loop's thread" in message
+    assert "model = llm.get_async_model('recorder')" in message
+    assert "await response.text()" in message
+    assert "supports_async_attachments" not in message  # a plugin author's fix, not theirs
 
 
 @pytest.mark.no_leaks(blocking=False)

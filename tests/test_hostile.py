@@ -7,8 +7,8 @@ import os
 import pytest
 
 from llm_async_attachments.http import pool
-from llm_async_attachments.testing.server import FileServer
 from tests.support.hostile import SCENARIOS, Context, MiB, run
+from tests.support.hostile_server import HostileFileServer
 
 # The cap (1 MiB) plus a small constant: buffers of httpx, h11 and zlib.
 MEMORY_BOUND = MiB + 3 * MiB
@@ -16,7 +16,7 @@ MEMORY_BOUND = MiB + 3 * MiB
 
 @pytest.fixture(scope="module")
 def _server6():
-    with FileServer("::1") as server:
+    with HostileFileServer("::1") as server:
         yield server
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 from typing import Any
 
 import llm
@@ -74,7 +75,9 @@ async def test_the_check_fails_models_that_block_or_leak(check_async_model, mode
 async def test_server_knobs(attachment_server):
     import httpx
 
-    async with httpx.AsyncClient() as client:
+    # verify=False: loading the CA bundle blocks the loop (~100 ms on a busy machine),
+    # and these URLs are plain http.
+    async with httpx.AsyncClient(verify=False) as client:
         refused = attachment_server.url("pdf", head_refused=True)
         assert (await client.head(refused)).status_code == 405
         untyped = attachment_server.url("wav", content_type=None)
@@ -88,7 +91,8 @@ async def test_server_knobs(attachment_server):
     assert len(attachment_server.requests) == 5
 
 
-def test_a_plugin_authors_suite_gets_the_fixtures_from_the_entry_point(pytester):
+def test_a_plugin_authors_suite_gets_the_fixtures_from_the_entry_point(pytester, monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).resolve().parent.parent))  # this checkout
     pytester.makepyfile(
         test_my_plugin="""
         import llm

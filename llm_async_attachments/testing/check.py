@@ -1,4 +1,8 @@
-"""The one-line check that an async model reads attachments without blocking."""
+"""The one-line check that an async model reads attachments without blocking.
+
+It needs pyleak, from the ``testing`` extra; without it, importing this module
+raises ``ModuleNotFoundError`` naming the extra to install.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +13,24 @@ from pathlib import Path
 from typing import Any
 
 import llm
-from pyleak import no_event_loop_blocking, no_task_leaks, no_thread_leaks
+
+try:
+    from pyleak import no_event_loop_blocking, no_task_leaks, no_thread_leaks
+except ModuleNotFoundError as missing:
+    raise ModuleNotFoundError(
+        f"check_async_model and llm_async_attachments.testing.check_never_blocks need "
+        f"{missing.name}, which is not installed. It comes with the plugin-author kit: "
+        "pip install 'llm-async-attachments[testing]'",
+        name=missing.name,
+    ) from missing
 
 from ..config import configure, get_config
 from ..hook import prepare_before_execute
 from . import samples
 from .server import FileServer
 
+# pyleak types some "action" parameters with an enum of str values it does not export.
+_RAISE: Any = "raise"
 # What each sample kind is, for picking attachments a model accepts.
 _KINDS = {
     "image/png": "png",
@@ -68,13 +83,13 @@ async def check_never_blocks(
     try:
         # grace_period=0: pyleak's own grace wait is a time.sleep on this loop;
         # the asyncio.sleep below gives finished threads the same time to exit.
-        with no_thread_leaks(action="raise", grace_period=0):
+        with no_thread_leaks(action=_RAISE, grace_period=0):
             async with (
-                no_task_leaks(action="raise"),
-                no_event_loop_blocking(action="raise", threshold=threshold),
+                no_task_leaks(action=_RAISE),
+                no_event_loop_blocking(action=_RAISE, threshold=threshold),
             ):
                 response = model.prompt(prompt, attachments=list(attachments), **options)
-                text = await response.text()
+                text: str = await response.text()
             await asyncio.sleep(0.1)
     finally:
         configure(before)

@@ -26,7 +26,7 @@ import llm
 import llm_async_attachments as laa
 from llm_async_attachments import policy
 from llm_async_attachments.testing import samples
-from llm_async_attachments.testing.server import FileServer
+from tests.support.hostile_server import HostileFileServer
 
 MiB = 1024 * 1024
 # Small limits, so that every scenario fails (or passes) in a few seconds.
@@ -51,8 +51,8 @@ RESOLVER = {
 class Context:
     """What a scenario can point at: two loopback servers and a scratch folder."""
 
-    server: FileServer
-    server6: FileServer
+    server: HostileFileServer
+    server6: HostileFileServer
     folder: Path
     threads: list[threading.Thread] = field(default_factory=list)
 

@@ -1,8 +1,8 @@
-"""A FileServer in a child process, for measurements the server must not disturb.
+"""A HostileFileServer in a child process, for measurements the server must not disturb.
 
 Benchmarks measure event-loop stalls; a server running in the same process
 competes for the GIL and shows up as stalls of its own. This runs
-:class:`FileServer` in a subprocess and drives it over a JSON-lines pipe,
+:class:`HostileFileServer` in a subprocess and drives it over a JSON-lines pipe,
 with the same ``add``/``url``/``count``/``reset``/``requests`` methods.
 """
 
@@ -16,13 +16,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from llm_async_attachments.testing.server import FileServer
+from tests.support.hostile_server import HostileFileServer
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 class SpawnedFileServer:
-    """:class:`FileServer`'s API, served from a child process."""
+    """:class:`HostileFileServer`'s API, served from a child process."""
 
     def __init__(self) -> None:
         self._process: subprocess.Popen[str] | None = None
@@ -84,7 +84,7 @@ class SpawnedFileServer:
 
 
 def _serve() -> None:
-    with FileServer() as server:
+    with HostileFileServer() as server:
         for line in sys.stdin:
             op, *args = json.loads(line)
             if op == "base_url":

@@ -163,6 +163,8 @@ class BlockingAttachmentAccessError(RuntimeError):
 
 def redact(url: str) -> str:
     """``https://user:secret@host/x`` -> ``https://user:***@host/x``, for messages and logs."""
+    if "@" not in url:
+        return url  # no credentials: the common case, without parsing
     try:
         parts = urlsplit(url)
     except ValueError:

@@ -102,6 +102,9 @@ async def _fetch(
 
 async def _take_slot(pool: Pool, config: Config, source: str) -> None:
     """Wait for one of the pool's ``concurrency`` slots, at most ``fetch_queue_timeout``."""
+    if not pool.slots.locked():
+        await pool.slots.acquire()  # free: no timer to set up
+        return
     try:
         async with asyncio.timeout(config.fetch_queue_timeout):
             await pool.slots.acquire()

@@ -19,6 +19,8 @@ from .errors import (
     AttachmentTimeout,
     AttachmentTooLarge,
     BlockingAttachmentAccessError,
+    ConfigurationError,
+    ConfigurationWarning,
     TooManyRedirects,
     UnsupportedAttachmentURL,
 )
@@ -41,6 +43,8 @@ __all__ = [
     "BridgeInterrupted",
     "BridgeQueueTimeout",
     "Config",
+    "ConfigurationError",
+    "ConfigurationWarning",
     "PrepareSummary",
     "TooManyRedirects",
     "UnsupportedAttachmentURL",

@@ -58,7 +58,8 @@ def status() -> None:
     prepares         attachments are prepared before its execute() runs
     AsyncAttachment  it opted in with supports_async_attachments = True
     URLs as URLs     types whose URLs go to the model unfetched
-                     (supports_attachment_urls, declared or known)
+                     (supports_attachment_urls, declared or known);
+                     blank for a model that takes no attachments
 
     An invalid LLM_ASYNC_ATTACHMENTS_* variable is shown as such, and makes
     the command exit with status 1 after the report.
@@ -160,12 +161,13 @@ def _with_notes(error: BaseException) -> str:
 
 
 def _model_row(model: Any) -> tuple[str, str, str, str, str]:
+    takes_attachments = bool(getattr(model, "attachment_types", None))
     return (
         model.model_id,
         _kind(model),
         _yes_no(getattr(model.execute, _MARK, False)),
         _yes_no(getattr(model, "supports_async_attachments", False)),
-        _url_types(url_support(model)),
+        _url_types(url_support(model)) if takes_attachments else "",
     )
 
 

@@ -57,6 +57,7 @@ class Sync(llm.Model):
 
 class OptedIn(llm.AsyncModel):
     model_id = "cli-opted-in"
+    attachment_types = frozenset({"image/png", "application/pdf"})
     supports_async_attachments = True
     supports_attachment_urls = frozenset({"image/*", "application/pdf"})
 
@@ -90,10 +91,19 @@ class OwnExecute(OptedIn):
         yield ""
 
 
+class NoAttachments(OptedIn):
+    """Declares URL support, but takes no attachments at all."""
+
+    model_id = "cli-no-attachments"
+    attachment_types = frozenset()
+    supports_attachment_urls = True
+
+
 class Models:
     @llm.hookimpl
     def register_models(self, register: Any) -> None:
         register(Sync("cli-opted-in"), OptedIn())
+        register(Sync("cli-no-attachments"), NoAttachments())
         register(Sync("cli-bridge"), HandMadeBridge(Sync("cli-bridge")))
         register(Sync("cli-own-execute"), OwnExecute())
         register(Sync("cli-sync-only"))
@@ -149,8 +159,15 @@ def test_status_shows_sync_only_models_as_bridged_by_this_package(run, models):
         "bridged (llm-async-attachments)",
         "yes",
         "no",
-        "none",
     ]
+
+
+def test_status_shows_no_url_types_for_models_that_take_no_attachments(run, models):
+    result = run("status")
+
+    # Whatever they declare or llm's OpenAI plugin does for others: no attachments, no URLs.
+    assert row(result.output, "cli-no-attachments")[1:] == ["native", "yes", "yes"]
+    assert row(result.output, "gpt-3.5-turbo")[1:] == ["native", "yes", "no"]
 
 
 def test_status_recognises_llm_all_models_async_bridges(run, models):

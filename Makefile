@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 OLDEST_VENV := .venv-oldest
 OLDEST_PINS := llm==0.30 llm-echo==0.4
 
-.PHONY: demo test test-oldest lint clean docs bench
+.PHONY: demo test test-oldest lint clean docs bench dist check-dist
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,9 +48,24 @@ $(VENV)/.bench-installed: pyproject.toml | $(BIN)/python
 bench: $(VENV)/.bench-installed
 	$(BIN)/python -m benchmarks
 
+# The sdist and the wheel (built from the sdist) in dist/, checked by twine.
+$(VENV)/.release-installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[release]'
+	touch $@
+
+dist: $(VENV)/.release-installed
+	rm -rf dist build
+	$(BIN)/python -m build --quiet --outdir dist .
+	$(BIN)/twine check --strict dist/*
+
+# The wheel in a fresh virtualenv with no extras: `llm plugins` lists it, and
+# `llm async-attachments status` works; then the README's `llm install` line.
+check-dist: dist
+	$(PYTHON) .ci/check_dist.py dist
+
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
 clean:
-	rm -rf $(VENV) $(OLDEST_VENV) .pytest_cache .ruff_cache *.egg-info site
+	rm -rf $(VENV) $(OLDEST_VENV) .pytest_cache .ruff_cache *.egg-info site dist build

@@ -378,10 +378,17 @@ def _read(environ: Mapping[str, str]) -> tuple[Config, tuple[_Problem, ...]]:
                 raw,
                 f"{name}={raw!r} is not valid: it must be {kind.spelled}, "
                 f"for example {name}={kind.example}",
-                human(each.default) if kind is SIZE else repr(each.default),
+                _shown(kind, each.default),
             )
         )
     return Config(**values), tuple(problems)
+
+
+def _shown(kind: Kind, default: object) -> str:
+    """A default as people read it: ``32 MiB``, ``10.0``, ``'raise'``."""
+    if kind is SIZE and isinstance(default, int):
+        return human(default)
+    return repr(default)
 
 
 def _error(problems: tuple[_Problem, ...]) -> ConfigurationError:

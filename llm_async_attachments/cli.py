@@ -19,9 +19,9 @@ import click
 import llm
 
 from .budget import human
-from .config import ENV_PREFIX, Config, get_config
+from .config import Config, environment_problems, get_config, variable
 from .declarations import url_support
-from .errors import AttachmentError, redact
+from .errors import AttachmentError, ConfigurationError, redact
 from .hook import _MARK
 from .prepare import PrepareSummary, prepare_attachments
 
@@ -58,22 +58,34 @@ def status() -> None:
     prepares         attachments are prepared before its execute() runs
     AsyncAttachment  it opted in with supports_async_attachments = True
     URLs as URLs     types whose URLs go to the model unfetched
-                     (supports_attachment_urls, declared or known)
+                     (supports_attachment_urls, declared or known);
+                     blank for a model that takes no attachments
+
+    An invalid LLM_ASYNC_ATTACHMENTS_* variable is shown as such, and makes
+    the command exit with status 1 after the report.
     """
-    config = _active_config()
+    config = get_config(strict=False)
+    problems = {problem.setting: problem for problem in environment_problems()}
     header = ("model", "kind", "prepares", "AsyncAttachment", "URLs as URLs")
     models = [_model_row(model) for model in llm.get_async_models()]
     click.echo(f"Async models ({len(models)}):")
     _echo_table([header, *models])
     click.echo("\nLimits:")
-    _echo_table(
-        [
-            (each.name, _value(each, getattr(config, each.name)), ENV_PREFIX + each.name.upper())
-            for each in dataclasses.fields(config)
-            if each.name != "guard"
-        ]
-    )
+    rows = []
+    for each in dataclasses.fields(config):
+        name = variable(each.name)
+        shown = _value(each, getattr(config, each.name))
+        if name in problems:
+            shown = f"INVALID {problems[name].value!r}, {shown} in sync use"
+        if each.name != "guard":
+            rows.append((each.name, shown, name))
+    _echo_table(rows)
     click.echo(f"\nGuard: {config.guard} ({_GUARD_MEANING[config.guard]})")
+    if problems:
+        first, *others = problems.values()
+        for note in others:
+            first.add_note(note.args[0])
+        raise click.ClickException(_with_notes(first))
 
 
 @async_attachments.command()
@@ -137,20 +149,25 @@ async def _show_elapsed(label: str, stream: TextIO, show_after: float) -> None:
 
 
 def _active_config() -> Config:
-    """The config the plugin would use; a malformed environment variable is a usage error."""
+    """The config async use would get; an invalid environment variable is a usage error."""
     try:
-        return get_config()
-    except ValueError as error:
-        raise click.ClickException(str(error)) from None
+        return get_config(strict=True)
+    except ConfigurationError as error:
+        raise click.ClickException(_with_notes(error)) from None
+
+
+def _with_notes(error: BaseException) -> str:
+    return "\n".join([str(error), *getattr(error, "__notes__", ())])
 
 
 def _model_row(model: Any) -> tuple[str, str, str, str, str]:
+    takes_attachments = bool(getattr(model, "attachment_types", None))
     return (
         model.model_id,
         _kind(model),
         _yes_no(getattr(model.execute, _MARK, False)),
         _yes_no(getattr(model, "supports_async_attachments", False)),
-        _url_types(url_support(model)),
+        _url_types(url_support(model)) if takes_attachments else "",
     )
 
 

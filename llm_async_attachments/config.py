@@ -1,20 +1,197 @@
-"""One immutable configuration object, its defaults and its environment overrides."""
+"""One immutable configuration object, its defaults and its environment overrides.
+
+Each setting is described once, in its field's metadata: the doc shown in
+docs/configuration.md and a :class:`Kind`, which says how the environment
+spells it, how it is parsed and which values are valid.
+
+An invalid environment variable never breaks sync llm: the process warns
+once (:class:`ConfigurationWarning`) and carries on with the default, while
+async use, the work this package does, raises :class:`ConfigurationError`.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import math
 import os
+import re
+import threading
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Literal, get_args
 
-__all__ = ["Config", "GuardMode", "configure", "get_config"]
+from .budget import human
+from .errors import ConfigurationError, ConfigurationWarning
+
+__all__ = ["Config", "GuardMode", "Kind", "configure", "environment_problems", "get_config"]
 
 GuardMode = Literal["raise", "strict", "warn", "off"]
 
-MiB = 1024 * 1024
+KiB = 1024
+MiB = 1024 * KiB
 ENV_PREFIX = "LLM_ASYNC_ATTACHMENTS_"
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One kind of setting: how the environment spells it, how it is parsed, what is valid."""
+
+    parse: Callable[[str], object]
+    """Environment text -> value; raises ``ValueError`` on text it cannot read."""
+    valid: Callable[[object], bool]
+    """Whether a value, parsed or passed to ``Config(...)``, is allowed."""
+    expected: str
+    """What a valid value is, for ``Config(...)``: ``a positive integer``."""
+    spelled: str
+    """What valid environment text is: ``a positive size in bytes, ...``."""
+    example: str
+    """Valid environment text, shown in messages."""
+
+
+def _positive_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _non_negative_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _positive_number(value: object) -> bool:
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value > 0
+    )
+
+
+def _optional_positive_number(value: object) -> bool:
+    return value is None or _positive_number(value)
+
+
+def _guard_mode(value: object) -> bool:
+    return value in get_args(GuardMode)
+
+
+def _flag(value: object) -> bool:
+    return isinstance(value, bool)
+
+
+def _host_list(value: object) -> bool:
+    return isinstance(value, tuple) and all(
+        isinstance(entry, str) and entry.strip() and " " not in entry.strip() for entry in value
+    )
+
+
+_NUMBER_AND_UNIT = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*([a-z]*)", re.IGNORECASE | re.ASCII)
+# Decimal units are powers of 1000 and binary ones of 1024, as in IEC 80000-13.
+SIZE_UNITS: dict[str, int | Decimal] = {
+    "": 1,
+    "b": 1,
+    "kb": 1000,
+    "mb": 1000**2,
+    "gb": 1000**3,
+    "kib": KiB,
+    "mib": MiB,
+    "gib": 1024 * MiB,
+}
+DURATION_UNITS: dict[str, int | Decimal] = {
+    "": 1,
+    "s": 1,
+    "ms": Decimal("0.001"),
+    "m": 60,
+    "h": 3600,
+}
+
+
+def _number_and_unit(raw: str, units: Mapping[str, int | Decimal]) -> Decimal:
+    match = _NUMBER_AND_UNIT.fullmatch(raw.strip())
+    if match is None or match[2].lower() not in units:
+        raise ValueError(raw)
+    return Decimal(match[1]) * units[match[2].lower()]
+
+
+def parse_size(raw: str) -> int:
+    """``64MB`` -> 64000000, ``1.5MiB`` -> 1572864: bytes, rounded to the nearest byte.
+
+    Units are case-insensitive: ``b``; ``kB``, ``MB``, ``GB`` (powers of 1000);
+    ``KiB``, ``MiB``, ``GiB`` (powers of 1024). No unit means bytes.
+    """
+    return int(_number_and_unit(raw, SIZE_UNITS).to_integral_value(ROUND_HALF_UP))
+
+
+def parse_duration(raw: str) -> float:
+    """``2.5`` -> 2.5, ``500ms`` -> 0.5, ``2m`` -> 120.0: seconds.
+
+    Units are case-insensitive: ``ms``, ``s``, ``m`` (minutes), ``h``. No unit
+    means seconds.
+    """
+    return float(_number_and_unit(raw, DURATION_UNITS))
+
+
+def _parse_int(raw: str) -> int:
+    if not raw.strip().isdigit() or not raw.strip().isascii():
+        raise ValueError(raw)
+    return int(raw)
+
+
+def _parse_bool(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(raw)
+
+
+def _parse_list(raw: str) -> tuple[str, ...]:
+    return tuple(entry.strip() for entry in raw.split(",") if entry.strip())
+
+
+_SECONDS = (
+    "a positive number of seconds (10, 2.5), or a number with a unit: "
+    "ms, s, m or h (500ms, 10s, 2m)"
+)
+SIZE = Kind(
+    parse_size,
+    _positive_int,
+    "a positive integer (bytes)",
+    "a positive size in bytes, with an optional unit: kB, MB, GB (powers of 1000) "
+    "or KiB, MiB, GiB (powers of 1024)",
+    "64MB",
+)
+COUNT = Kind(_parse_int, _positive_int, "a positive integer", "a positive integer", "8")
+RETRIES = Kind(_parse_int, _non_negative_int, "0 or more", "0 or a positive integer", "2")
+SECONDS = Kind(parse_duration, _positive_number, "a positive number of seconds", _SECONDS, "2.5s")
+SECONDS_OR_NONE = Kind(
+    parse_duration,
+    _optional_positive_number,
+    "a positive number of seconds, or None",
+    f"{_SECONDS}; unset for no limit",
+    "30s",
+)
+GUARD = Kind(
+    str.lower,
+    _guard_mode,
+    "one of raise, strict, warn, off",
+    "one of raise, strict, warn, off",
+    "strict",
+)
+FLAG = Kind(_parse_bool, _flag, "True or False", "one of 1/0, true/false, yes/no, on/off", "1")
+HOSTS = Kind(
+    _parse_list,
+    _host_list,
+    "a tuple of host names, addresses or networks",
+    "a comma-separated list of host names, IP addresses and CIDR networks",
+    "files.internal,10.0.0.0/8",
+)
+
+
+def _setting(kind: Kind, doc: str) -> dict[str, Any]:
+    return {"kind": kind, "doc": doc}
 
 
 @dataclass(frozen=True)
@@ -24,231 +201,273 @@ class Config:
     Every field has a safe default and an environment variable
     ``LLM_ASYNC_ATTACHMENTS_<FIELD>`` (upper case) that overrides it; see
     [`from_env`][]. Instances are immutable: derive variants with
-    ``dataclasses.replace(config, max_bytes=...)``.
+    ``dataclasses.replace(config, max_bytes=...)``. An invalid value raises
+    ``ConfigurationError``.
     """
 
     max_bytes: int = field(
         default=32 * MiB,
-        metadata={"doc": "Largest attachment, in decoded bytes, that may be read into memory."},
+        metadata=_setting(
+            SIZE, "Largest attachment, in decoded bytes, that may be read into memory."
+        ),
     )
     max_total_bytes: int = field(
         default=128 * MiB,
-        metadata={"doc": "Most bytes one `prepare_attachments` call may read, all attachments."},
+        metadata=_setting(
+            SIZE, "Most bytes one `prepare_attachments` call may read, all attachments."
+        ),
     )
     concurrency: int = field(
-        default=8, metadata={"doc": "URL attachments fetched at once, per event loop."}
+        default=8,
+        metadata=_setting(COUNT, "URL attachments fetched at once, per event loop."),
     )
     timeout: float = field(
         default=10.0,
-        metadata={"doc": "Seconds to wait for a connection, or between two reads."},
+        metadata=_setting(SECONDS, "Seconds to wait for a connection, or between two reads."),
     )
     deadline: float = field(
         default=60.0,
-        metadata={
-            "doc": "Seconds one attachment's fetch may take in all, from its first request: "
-            "redirects, retries, headers and body."
-        },
+        metadata=_setting(
+            SECONDS,
+            "Seconds one attachment's fetch may take in all, from its first request: "
+            "redirects, retries, headers and body.",
+        ),
     )
     fetch_queue_timeout: float = field(
         default=300.0,
-        metadata={
-            "doc": "Seconds a URL fetch may wait for one of the loop's fetch slots before "
-            "`AttachmentQueueTimeout`; the server is not asked until a slot is free."
-        },
+        metadata=_setting(
+            SECONDS,
+            "Seconds a URL fetch may wait for one of the loop's fetch slots before "
+            "`AttachmentQueueTimeout`; the server is not asked until a slot is free.",
+        ),
     )
     guard: GuardMode = field(
         default="raise",
-        metadata={
-            "doc": "What a blocking sync read on an event loop does: "
-            "`raise`, `strict`, `warn` or `off`."
-        },
+        metadata=_setting(
+            GUARD,
+            "What a blocking sync read on an event loop does: `raise`, `strict`, `warn` or `off`.",
+        ),
     )
     retries: int = field(
         default=2,
-        metadata={
-            "doc": "Retries of a request after a connection error or a 502/503/504, "
-            "with backoff and `Retry-After`, within the deadline; 0 turns them off."
-        },
+        metadata=_setting(
+            RETRIES,
+            "Retries of a request after a connection error or a 502/503/504, "
+            "with backoff and `Retry-After`, within the deadline; 0 turns them off.",
+        ),
     )
     block_private: bool = field(
         default=False,
-        metadata={
-            "doc": "Refuse URLs that reach loopback, private, link-local and other "
-            "non-public addresses, on every redirect hop (for untrusted URLs)."
-        },
+        metadata=_setting(
+            FLAG,
+            "Refuse URLs that reach loopback, private, link-local and other "
+            "non-public addresses, on every redirect hop (for untrusted URLs).",
+        ),
     )
     allow: tuple[str, ...] = field(
         default=(),
-        metadata={
-            "doc": "Hosts, IP addresses and CIDR networks exempt from `block_private` "
-            "(comma-separated in the environment)."
-        },
+        metadata=_setting(
+            HOSTS,
+            "Hosts, IP addresses and CIDR networks exempt from `block_private` "
+            "(comma-separated in the environment).",
+        ),
     )
     bridge: bool = field(
         default=True,
-        metadata={
-            "doc": "Give every sync-only model an async form that runs it on worker "
-            "threads (see the bridge docs); off leaves sync-only models sync-only."
-        },
+        metadata=_setting(
+            FLAG,
+            "Give every sync-only model an async form that runs it on worker "
+            "threads (see the bridge docs); off leaves sync-only models sync-only.",
+        ),
     )
     bridge_workers: int = field(
         default=64,
-        metadata={
-            "doc": "Bridged sync prompts that run at once in the process, all models "
-            "together; more wait their turn without blocking the event loop."
-        },
+        metadata=_setting(
+            COUNT,
+            "Bridged sync prompts that run at once in the process, all models "
+            "together; more wait their turn without blocking the event loop.",
+        ),
     )
     bridge_model_workers: int = field(
         default=32,
-        metadata={
-            "doc": "Bridged sync prompts of one model that run at once, so one model "
-            "cannot take every worker; 1 suits a local model that saturates a CPU or GPU."
-        },
+        metadata=_setting(
+            COUNT,
+            "Bridged sync prompts of one model that run at once, so one model "
+            "cannot take every worker; 1 suits a local model that saturates a CPU or GPU.",
+        ),
     )
     bridge_queue_timeout: float | None = field(
         default=None,
-        metadata={
-            "doc": "Seconds a bridged prompt may wait for a worker before "
-            "`BridgeQueueTimeout`; unset waits as long as it takes."
-        },
+        metadata=_setting(
+            SECONDS_OR_NONE,
+            "Seconds a bridged prompt may wait for a worker before "
+            "`BridgeQueueTimeout`; unset waits as long as it takes.",
+        ),
     )
 
     def __post_init__(self) -> None:
         for each in dataclasses.fields(self):
             value = getattr(self, each.name)
-            valid, expected = _RULES[each.name]
-            if not valid(value):
-                raise ValueError(f"Config.{each.name} must be {expected}, not {value!r}")
+            kind = kind_of(each)
+            if not kind.valid(value):
+                raise ConfigurationError(
+                    f"Config.{each.name} must be {kind.expected}, not {value!r} "
+                    f"(for example, {each.name}={kind.parse(kind.example)!r})",
+                    setting=f"Config.{each.name}",
+                    value=value,
+                )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
         """Build a config from the defaults and ``LLM_ASYNC_ATTACHMENTS_*`` variables.
 
-        Sizes accept a plain number of bytes or a ``KiB``/``MiB``/``GiB`` suffix
-        (``64MiB``). A malformed value raises ``ValueError`` naming the variable,
-        rather than silently falling back to a default.
+        Sizes take a number of bytes or a unit (``64MB``, ``1.5MiB``, ``2GiB``);
+        durations a number of seconds or a unit (``2.5``, ``500ms``, ``2m``).
+        An invalid value raises ``ConfigurationError``
+        naming the variable (and any further invalid ones in its notes), rather
+        than silently falling back to a default.
         """
-        environ = os.environ if environ is None else environ
-        values: dict[str, object] = {}
-        for each in dataclasses.fields(cls):
-            name = ENV_PREFIX + each.name.upper()
-            raw = environ.get(name, "").strip()
-            if not raw:
-                continue
-            valid, expected = _RULES[each.name]
-            try:
-                value = _PARSERS[each.name](raw)
-            except ValueError as exc:
-                raise ValueError(f"{name}={raw!r} is not valid: {exc}") from None
-            if not valid(value):
-                raise ValueError(f"{name}={raw!r} is not valid: it must be {expected}")
+        config, problems = _read(os.environ if environ is None else environ)
+        if problems:
+            raise _error(problems)
+        return config
+
+
+def kind_of(each: dataclasses.Field[Any]) -> Kind:
+    """The :class:`Kind` of one ``Config`` field."""
+    kind: Kind = each.metadata["kind"]
+    return kind
+
+
+def variable(name: str) -> str:
+    """The environment variable of the ``Config`` field ``name``."""
+    return ENV_PREFIX + name.upper()
+
+
+@dataclass(frozen=True)
+class _Problem:
+    """One invalid environment variable: kept as text, made into a fresh error per raise."""
+
+    variable: str
+    raw: str
+    message: str
+    default: str
+    """The default in use instead, as people read it."""
+
+
+def _read(environ: Mapping[str, str]) -> tuple[Config, tuple[_Problem, ...]]:
+    """The config the environment asks for, the defaults standing in for invalid values."""
+    values: dict[str, Any] = {}
+    problems: list[_Problem] = []
+    for each in dataclasses.fields(Config):
+        name = variable(each.name)
+        raw = environ.get(name, "").strip()
+        if not raw:
+            continue
+        kind = kind_of(each)
+        try:
+            value = kind.parse(raw)
+        except ValueError:
+            ok = False
+        else:
+            ok = kind.valid(value)
+        if ok:
             values[each.name] = value
-        return cls(**values)  # type: ignore[arg-type]
+            continue
+        problems.append(
+            _Problem(
+                name,
+                raw,
+                f"{name}={raw!r} is not valid: it must be {kind.spelled}, "
+                f"for example {name}={kind.example}",
+                _shown(kind, each.default),
+            )
+        )
+    return Config(**values), tuple(problems)
 
 
-def _positive_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+def _shown(kind: Kind, default: object) -> str:
+    """A default as people read it: ``32 MiB``, ``10.0``, ``'raise'``."""
+    if kind is SIZE and isinstance(default, int):
+        return human(default)
+    return repr(default)
 
 
-def _positive_number(value: Any) -> bool:
-    return (
-        isinstance(value, int | float)
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-        and value > 0
+def _error(problems: tuple[_Problem, ...]) -> ConfigurationError:
+    first, *others = problems
+    error = ConfigurationError(first.message, setting=first.variable, value=first.raw)
+    for other in others:
+        error.add_note(other.message)
+    return error
+
+
+def _warn(problem: _Problem) -> None:
+    # One line, with no source line under it: the problem is in the
+    # environment, not at whichever call happened to read it first.
+    warnings.warn_explicit(
+        f"{problem.message}. Sync llm goes on with the default ({problem.default}); "
+        "async use (async models, prepare_attachments) raises ConfigurationError "
+        "until it is fixed.",
+        ConfigurationWarning,
+        filename="llm-async-attachments",
+        lineno=0,
+        module=__name__,
     )
 
 
-def _host_list(value: Any) -> bool:
-    return isinstance(value, tuple) and all(
-        isinstance(entry, str) and entry.strip() and " " not in entry.strip() for entry in value
-    )
+_loading = threading.Lock()
+# The process-wide config and the invalid variables behind it, swapped as one.
+_state: tuple[Config, tuple[_Problem, ...]] | None = None
 
 
-_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "max_bytes": (_positive_int, "a positive integer"),
-    "max_total_bytes": (_positive_int, "a positive integer"),
-    "concurrency": (_positive_int, "a positive integer"),
-    "timeout": (_positive_number, "a positive number"),
-    "deadline": (_positive_number, "a positive number"),
-    "fetch_queue_timeout": (_positive_number, "a positive number"),
-    "guard": (lambda value: value in get_args(GuardMode), "one of raise, strict, warn, off"),
-    "retries": (
-        lambda value: isinstance(value, int) and not isinstance(value, bool) and value >= 0,
-        "0 or more",
-    ),
-    "block_private": (lambda value: isinstance(value, bool), "True or False"),
-    "allow": (_host_list, "a tuple of host names, addresses or networks"),
-    "bridge": (lambda value: isinstance(value, bool), "True or False"),
-    "bridge_workers": (_positive_int, "a positive integer"),
-    "bridge_model_workers": (_positive_int, "a positive integer"),
-    "bridge_queue_timeout": (
-        lambda value: value is None or _positive_number(value),
-        "a positive number or None",
-    ),
-}
-
-_UNITS = {"kib": 1024, "mib": MiB, "gib": 1024 * MiB, "b": 1}
+def _load() -> tuple[Config, tuple[_Problem, ...]]:
+    global _state
+    with _loading:
+        state = _state
+        if state is not None:
+            return state
+        state = _state = _read(os.environ)
+    for problem in state[1]:
+        _warn(problem)
+    return state
 
 
-def _parse_size(raw: str) -> int:
-    text = raw.lower().replace(" ", "")
-    for suffix, factor in _UNITS.items():
-        if text.endswith(suffix):
-            return int(text[: -len(suffix)]) * factor
-    return int(text)
-
-
-def _parse_guard(raw: str) -> str:
-    return raw.lower()
-
-
-def _parse_bool(raw: str) -> bool:
-    value = raw.lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off"):
+def _on_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
         return False
-    raise ValueError("expected 1/0, true/false, yes/no or on/off")
+    return True
 
 
-def _parse_list(raw: str) -> tuple[str, ...]:
-    return tuple(entry.strip() for entry in raw.split(",") if entry.strip())
-
-
-_PARSERS = {
-    "max_bytes": _parse_size,
-    "max_total_bytes": _parse_size,
-    "concurrency": int,
-    "timeout": float,
-    "deadline": float,
-    "fetch_queue_timeout": float,
-    "guard": _parse_guard,
-    "retries": int,
-    "block_private": _parse_bool,
-    "allow": _parse_list,
-    "bridge": _parse_bool,
-    "bridge_workers": int,
-    "bridge_model_workers": int,
-    "bridge_queue_timeout": float,
-}
-
-_active: Config | None = None
-
-
-def get_config() -> Config:
+def get_config(*, strict: bool | None = None) -> Config:
     """The process-wide config: the one given to [`configure`][], else from the environment.
 
-    The environment is read once, on first use; call ``configure(None)`` to
-    read it again.
+    The environment is read once, on first use (call ``configure(None)`` to
+    read it again). An invalid ``LLM_ASYNC_ATTACHMENTS_*`` variable is
+    reported then, once, with a ``ConfigurationWarning``;
+    afterwards this raises ``ConfigurationError``
+    if ``strict`` is true, or (``strict=None``, the default) if it is called on
+    a thread running an event loop, which is async use. Otherwise, so that sync
+    llm keeps working, it returns the config with the defaults in place of the
+    invalid values.
     """
-    global _active
-    if _active is None:
-        _active = Config.from_env()
-    return _active
+    state = _state or _load()
+    config, problems = state
+    if problems and (strict or (strict is None and _on_event_loop())):
+        raise _error(problems)
+    return config
+
+
+def environment_problems() -> tuple[ConfigurationError, ...]:
+    """One error per invalid ``LLM_ASYNC_ATTACHMENTS_*`` variable, read as [`get_config`][] does."""
+    return tuple(
+        ConfigurationError(problem.message, setting=problem.variable, value=problem.raw)
+        for problem in (_state or _load())[1]
+    )
 
 
 def configure(config: Config | None) -> None:
     """Set the process-wide config (``None``: re-read the environment on next use)."""
-    global _active
-    _active = config
+    global _state
+    _state = None if config is None else (config, ())

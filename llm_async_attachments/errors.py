@@ -5,6 +5,14 @@ to handle bad input as a whole, or a subclass to handle one kind. Messages say
 which attachment, what happened, the limit involved and what to do.
 :class:`BlockingAttachmentAccessError` is separate: it reports a programming
 error (blocking I/O on an event loop), not bad input.
+
+:class:`ConfigurationError` is separate too, and a ``ValueError``: a setting
+is invalid, an ``LLM_ASYNC_ATTACHMENTS_*`` environment variable or a
+``Config`` field. It is the operator's mistake, not the user's, so it is
+deliberately not an ``AttachmentError``: an app that answers
+``AttachmentError`` with a 4xx must not blame its users for its own
+configuration. :class:`ConfigurationWarning` reports an invalid environment
+variable once, when sync llm carries on with the default.
 """
 
 from __future__ import annotations
@@ -23,6 +31,8 @@ __all__ = [
     "AttachmentTooLarge",
     "AttachmentsTotalTooLarge",
     "BlockingAttachmentAccessError",
+    "ConfigurationError",
+    "ConfigurationWarning",
     "TooManyRedirects",
     "UnsupportedAttachmentURL",
 ]
@@ -159,6 +169,31 @@ class BlockingAttachmentAccessError(RuntimeError):
         self.method = method
 
     __reduce__ = _reduce
+
+
+class ConfigurationError(ValueError):
+    """A setting is invalid: an ``LLM_ASYNC_ATTACHMENTS_*`` variable or a ``Config`` field.
+
+    ``setting`` names it (``LLM_ASYNC_ATTACHMENTS_MAX_BYTES``, or
+    ``Config.max_bytes``) and ``value`` is the value refused; the message
+    also says what is expected, with an example. Raised by ``Config(...)``,
+    ``Config.from_env()``, and by async use (``prepare_attachments()``, an
+    async model, ``AsyncAttachment``) while the environment holds an invalid
+    value; further invalid variables are added to it as notes.
+    """
+
+    def __init__(self, message: str, *, setting: str, value: object) -> None:
+        super().__init__(message)
+        self.setting = setting
+        self.value = value
+
+
+class ConfigurationWarning(UserWarning):
+    """An ``LLM_ASYNC_ATTACHMENTS_*`` variable is invalid; sync llm goes on with the default.
+
+    Shown once, when the environment is read, as one line naming the
+    variable, the value and what is expected.
+    """
 
 
 def redact(url: str) -> str:

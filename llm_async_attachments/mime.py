@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from typing import Any
 
 import puremagic
 
@@ -13,8 +14,27 @@ _FIXES = {"audio/wave": "audio/wav"}
 _TOKEN = r"[a-z0-9!#$%&'*+.^_`|~-]{1,127}"
 _MIME = re.compile(f"{_TOKEN}/{_TOKEN}")
 
+# Bytes to read for sniffing when puremagic does not say; above the 36,870 that
+# puremagic 1.28 to 2.2 read from the start of a file.
+FALLBACK_SNIFF_BYTES = 64 * 1024
+
+
+def sniff_bytes(module: Any = puremagic) -> int:
+    """How many leading bytes puremagic reads to identify a file.
+
+    puremagic keeps that number in ``puremagic.main.max_head``, a private name
+    (1.28 to 2.2 all have it). This is the one place that reads it; if a
+    release drops or changes it, a larger fixed head is read instead and
+    sniffing still works.
+    """
+    value = getattr(getattr(module, "main", None), "max_head", None)
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    return FALLBACK_SNIFF_BYTES
+
+
 # puremagic reads at most this many bytes from the start of a file.
-SNIFF_BYTES = puremagic.main.max_head
+SNIFF_BYTES = sniff_bytes()
 
 
 def normalise(content_type: str | None) -> str | None:

@@ -35,7 +35,9 @@ def register_models(register: Any, model_aliases: list[Any]) -> Generator[None, 
     bridge instance per sync-only model and one set lookup per model.
     """
     yield
-    if get_config().bridge:
+    # Sync llm loads plugins too (``llm models``, ``llm.get_model()``): an invalid
+    # environment variable must not break it, so never raise here.
+    if get_config(strict=False).bridge:
         add_async_forms(model_aliases)
     for entry in model_aliases:
         cls = type(entry.async_model)

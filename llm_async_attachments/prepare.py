@@ -38,9 +38,12 @@ class PrepareSummary:
     """Wall time of the call."""
 
     def __str__(self) -> str:
+        def count(number: int, noun: str) -> str:
+            return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
+
         return (
-            f"{self.attachments} attachments, {self.fetched} fetched "
-            f"({human(self.bytes_fetched)}, {self.requests} requests) "
+            f"{count(self.attachments, 'attachment')}, {self.fetched} fetched "
+            f"({human(self.bytes_fetched)}, {count(self.requests, 'request')}) "
             f"in {self.seconds:.3f} s"
         )
 

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import gc
 import inspect
+import os
+import random
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import settings
 
 import llm_async_attachments as laa
 from tests.support.hostile_server import HostileFileServer
@@ -24,6 +27,13 @@ BLOCKING_THRESHOLD = 0.1
 
 
 pytest_plugins = ["pytester"]
+
+# Property tests draw the same examples on every run (seeded by each test's name), so
+# CI is repeatable; HYPOTHESIS_PROFILE=explore draws new ones, to hunt for bugs locally.
+# No deadline: a loaded 2-core CI machine must not turn a slow example into a failure.
+settings.register_profile("seeded", derandomize=True, database=None, deadline=None)
+settings.register_profile("explore", deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "seeded"))
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -53,6 +63,12 @@ def _llm_plugins_loaded():
     # happens to fall in.
     gc.collect()
     gc.freeze()
+
+
+@pytest.fixture(autouse=True)
+def _seeded_random(request: pytest.FixtureRequest) -> None:
+    """The global ``random`` (the retry back-off's jitter) repeats per test, run after run."""
+    random.seed(request.node.nodeid)
 
 
 @pytest.fixture(autouse=True)

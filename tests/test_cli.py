@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import io
+import os
 import re
+import subprocess
+import sys
 from collections.abc import AsyncGenerator, Iterator
+from pathlib import Path
 from typing import Any
 
 import click
@@ -17,6 +21,8 @@ from llm.plugins import pm
 import llm_async_attachments as laa
 from llm_async_attachments.cli import _prepare, register_commands
 from llm_async_attachments.testing import samples
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
@@ -51,6 +57,7 @@ class Sync(llm.Model):
 
 class OptedIn(llm.AsyncModel):
     model_id = "cli-opted-in"
+    attachment_types = frozenset({"image/png", "application/pdf"})
     supports_async_attachments = True
     supports_attachment_urls = frozenset({"image/*", "application/pdf"})
 
@@ -84,10 +91,19 @@ class OwnExecute(OptedIn):
         yield ""
 
 
+class NoAttachments(OptedIn):
+    """Declares URL support, but takes no attachments at all."""
+
+    model_id = "cli-no-attachments"
+    attachment_types = frozenset()
+    supports_attachment_urls = True
+
+
 class Models:
     @llm.hookimpl
     def register_models(self, register: Any) -> None:
         register(Sync("cli-opted-in"), OptedIn())
+        register(Sync("cli-no-attachments"), NoAttachments())
         register(Sync("cli-bridge"), HandMadeBridge(Sync("cli-bridge")))
         register(Sync("cli-own-execute"), OwnExecute())
         register(Sync("cli-sync-only"))
@@ -143,8 +159,15 @@ def test_status_shows_sync_only_models_as_bridged_by_this_package(run, models):
         "bridged (llm-async-attachments)",
         "yes",
         "no",
-        "none",
     ]
+
+
+def test_status_shows_no_url_types_for_models_that_take_no_attachments(run, models):
+    result = run("status")
+
+    # Whatever they declare or llm's OpenAI plugin does for others: no attachments, no URLs.
+    assert row(result.output, "cli-no-attachments")[1:] == ["native", "yes", "yes"]
+    assert row(result.output, "gpt-3.5-turbo")[1:] == ["native", "yes", "no"]
 
 
 def test_status_recognises_llm_all_models_async_bridges(run, models):
@@ -172,15 +195,82 @@ def test_status_shows_the_active_limits_and_guard_mode(run):
     assert "Guard: warn (warn anywhere on an event loop)" in result.output
 
 
-def test_malformed_environment_exits_with_the_variable_named(run, monkeypatch):
+def test_an_invalid_environment_variable_is_shown_by_status_and_refused_by_fetch(run, monkeypatch):
     monkeypatch.setenv("LLM_ASYNC_ATTACHMENTS_MAX_BYTES", "lots")
     laa.configure(None)
 
-    for command in (["status"], ["fetch", "/tmp"]):
-        result = run(*command)
+    with pytest.warns(laa.ConfigurationWarning):
+        status = run("status")
+    fetch = run("fetch", "/tmp")
 
+    assert row(status.stdout, "max_bytes") == [
+        "max_bytes",
+        "INVALID 'lots', 32 MiB in sync use",
+        "LLM_ASYNC_ATTACHMENTS_MAX_BYTES",
+    ]
+    assert row(status.stdout, "concurrency")[1] == "8"
+    for result in (status, fetch):
         assert result.exit_code == 1
-        assert "LLM_ASYNC_ATTACHMENTS_MAX_BYTES='lots' is not valid" in result.stderr
+        assert result.stderr.startswith("Error: LLM_ASYNC_ATTACHMENTS_MAX_BYTES='lots' is not")
+        assert "for example LLM_ASYNC_ATTACHMENTS_MAX_BYTES=64MB" in result.stderr
+    assert fetch.stdout == ""
+
+
+def test_llm_models_with_an_invalid_variable_warns_and_lists_the_models(tmp_path, monkeypatch):
+    monkeypatch.setenv("LLM_USER_PATH", str(tmp_path / "llm-user"))
+    monkeypatch.setenv("LLM_ASYNC_ATTACHMENTS_MAX_BYTES", "64 megs")
+    laa.configure(None)
+
+    with pytest.warns(laa.ConfigurationWarning) as caught:
+        result = CliRunner().invoke(llm_cli, ["models"])
+
+    assert result.exit_code == 0, result.output
+    assert "markov" in result.stdout
+    assert len([w for w in caught if w.category is laa.ConfigurationWarning]) == 1
+
+
+def llm_command(*args: str, environ: dict[str, str], tmp_path) -> subprocess.CompletedProcess[str]:
+    """Run ``llm ARGS`` in a new process, with this checkout's package and ``environ``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LLM_ASYNC_ATTACHMENTS_")}
+    env |= {"LLM_USER_PATH": str(tmp_path / "llm-user"), "PYTHONPATH": str(ROOT), **environ}
+    return subprocess.run(
+        [sys.executable, "-m", "llm", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("value", ["64 megs", "64XB", "-1"])
+def test_sync_llm_in_a_new_process_prints_one_warning_line_and_works(value, tmp_path):
+    environ = {"LLM_ASYNC_ATTACHMENTS_MAX_BYTES": value}
+
+    models = llm_command("models", environ=environ, tmp_path=tmp_path)
+    prompt = llm_command(
+        "prompt", "-m", "markov", "the cat sat on the mat", environ=environ, tmp_path=tmp_path
+    )
+
+    for result in (models, prompt):
+        assert result.returncode == 0, result.stderr
+        assert len(result.stderr.splitlines()) == 1, result.stderr
+        assert f"ConfigurationWarning: LLM_ASYNC_ATTACHMENTS_MAX_BYTES={value!r}" in result.stderr
+    assert "markov" in models.stdout
+    assert prompt.stdout.strip()
+
+
+def test_sizes_with_units_work_in_a_new_process(tmp_path):
+    result = llm_command(
+        "async-attachments",
+        "status",
+        environ={"LLM_ASYNC_ATTACHMENTS_MAX_BYTES": "64MB", "LLM_ASYNC_ATTACHMENTS_DEADLINE": "2m"},
+        tmp_path=tmp_path,
+    )
+
+    assert (result.returncode, result.stderr) == (0, "")
+    assert row(result.stdout, "max_bytes")[1] == "61.0 MiB"
+    assert row(result.stdout, "deadline")[1] == "120 s"
 
 
 def test_fetch_url_prints_type_size_and_requests(run, file_server):

@@ -1,16 +1,43 @@
+"""The config object, its environment spellings, and what an invalid value does."""
+
+import asyncio
 import dataclasses
+import math
+import warnings
+from decimal import ROUND_HALF_UP
 
+import llm
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from llm_async_attachments import Config, configure, get_config
+import llm_async_attachments as laa
+from llm_async_attachments import (
+    Config,
+    ConfigurationError,
+    ConfigurationWarning,
+    configure,
+    get_config,
+)
+from llm_async_attachments.config import (
+    DURATION_UNITS,
+    SIZE_UNITS,
+    environment_problems,
+    kind_of,
+    parse_duration,
+    parse_size,
+    variable,
+)
 
 MiB = 1024 * 1024
+FIELDS = [each.name for each in dataclasses.fields(Config)]
 
 
 def test_defaults_are_the_documented_ones():
     config = Config()
     assert (config.max_bytes, config.max_total_bytes) == (32 * MiB, 128 * MiB)
     assert (config.concurrency, config.timeout, config.deadline) == (8, 10.0, 60.0)
+    assert config.fetch_queue_timeout == 300.0
     assert config.guard == "raise"
 
 
@@ -21,6 +48,7 @@ def test_every_field_has_an_environment_override():
         "LLM_ASYNC_ATTACHMENTS_CONCURRENCY": "3",
         "LLM_ASYNC_ATTACHMENTS_TIMEOUT": "2.5",
         "LLM_ASYNC_ATTACHMENTS_DEADLINE": "30",
+        "LLM_ASYNC_ATTACHMENTS_FETCH_QUEUE_TIMEOUT": "500ms",
         "LLM_ASYNC_ATTACHMENTS_GUARD": "Strict",
         "LLM_ASYNC_ATTACHMENTS_RETRIES": "0",
         "LLM_ASYNC_ATTACHMENTS_BLOCK_PRIVATE": "yes",
@@ -28,8 +56,7 @@ def test_every_field_has_an_environment_override():
         "LLM_ASYNC_ATTACHMENTS_BRIDGE": "off",
         "LLM_ASYNC_ATTACHMENTS_BRIDGE_WORKERS": "12",
         "LLM_ASYNC_ATTACHMENTS_BRIDGE_MODEL_WORKERS": "3",
-        "LLM_ASYNC_ATTACHMENTS_BRIDGE_QUEUE_TIMEOUT": "2.5",
-        "LLM_ASYNC_ATTACHMENTS_FETCH_QUEUE_TIMEOUT": "7",
+        "LLM_ASYNC_ATTACHMENTS_BRIDGE_QUEUE_TIMEOUT": "2m",
     }
     config = Config.from_env(environ)
     assert config == Config(
@@ -38,7 +65,7 @@ def test_every_field_has_an_environment_override():
         concurrency=3,
         timeout=2.5,
         deadline=30.0,
-        fetch_queue_timeout=7.0,
+        fetch_queue_timeout=0.5,
         guard="strict",
         retries=0,
         block_private=True,
@@ -46,30 +73,154 @@ def test_every_field_has_an_environment_override():
         bridge=False,
         bridge_workers=12,
         bridge_model_workers=3,
-        bridge_queue_timeout=2.5,
+        bridge_queue_timeout=120.0,
     )
-    assert {f.name for f in dataclasses.fields(Config)} == {
-        name.removeprefix("LLM_ASYNC_ATTACHMENTS_").lower() for name in environ
-    }
+    assert set(FIELDS) == {name.removeprefix("LLM_ASYNC_ATTACHMENTS_").lower() for name in environ}
+
+
+def test_each_field_is_described_once_with_its_doc_and_kind():
+    for each in dataclasses.fields(Config):
+        assert set(each.metadata) == {"doc", "kind"}, each.name
+        kind = kind_of(each)
+        # The example every message shows is itself valid, and so is the default.
+        assert kind.valid(kind.parse(kind.example)), each.name
+        assert kind.valid(each.default), each.name
 
 
 def test_empty_variables_mean_the_default():
     assert Config.from_env({"LLM_ASYNC_ATTACHMENTS_MAX_BYTES": " "}) == Config()
 
 
+# --- sizes and durations ------------------------------------------------------------
+
+
 @pytest.mark.parametrize(
-    ("variable", "value", "expected"),
+    ("text", "size"),
     [
-        ("LLM_ASYNC_ATTACHMENTS_MAX_BYTES", "lots", "LLM_ASYNC_ATTACHMENTS_MAX_BYTES='lots'"),
+        ("64MB", 64_000_000),
+        ("1.5MiB", 1_572_864),
+        ("2GiB", 2 * 1024**3),
+        ("512kB", 512_000),
+        ("100", 100),
+        ("100b", 100),
+        ("64mb", 64_000_000),
+        ("64 MiB", 64 * MiB),
+        ("1.1MB", 1_100_000),
+        ("0.5", 1),  # rounded to the nearest byte, halves up
+        ("2.4", 2),
+        (".5KiB", 512),
+        ("1.0000001kB", 1000),
+    ],
+)
+def test_sizes_take_decimal_and_binary_units(text, size):
+    assert parse_size(text) == size
+
+
+@pytest.mark.parametrize("text", ["64XB", "MB", "-1", "1e6", "1,5MB", "64 M B", "0x10", "½MB"])
+def test_sizes_refuse_what_they_cannot_read(text):
+    with pytest.raises(ValueError):
+        parse_size(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("10", 10.0),
+        ("2.5", 2.5),
+        ("500ms", 0.5),
+        ("10s", 10.0),
+        ("2m", 120.0),
+        ("1h", 3600.0),
+        ("500MS", 0.5),
+        ("1.5 m", 90.0),
+    ],
+)
+def test_durations_take_seconds_or_a_unit(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["10 minutes", "-1", "nan", "inf", "1e3", "s", "2d"])
+def test_durations_refuse_what_they_cannot_read(text):
+    with pytest.raises(ValueError):
+        parse_duration(text)
+
+
+def cased(unit: str, flips: list[bool]) -> str:
+    return "".join(c.upper() if flip else c for c, flip in zip(unit, flips, strict=False))
+
+
+@given(
+    st.decimals(min_value=0, max_value=10**6, places=3, allow_nan=False, allow_infinity=False),
+    st.sampled_from(sorted(SIZE_UNITS)),
+    st.lists(st.booleans(), min_size=3, max_size=3),
+    st.sampled_from(["", " "]),
+)
+def test_a_size_is_its_number_times_its_unit_rounded_to_a_byte(number, unit, flips, space):
+    number = abs(number)  # no "-0.000"
+    text = f"{number}{space}{cased(unit, flips)}"
+    expected = (number * SIZE_UNITS[unit]).to_integral_value(ROUND_HALF_UP)
+    assert parse_size(text) == int(expected)
+
+
+@given(st.integers(min_value=1, max_value=2**40), st.sampled_from(["KiB", "MiB", "GiB"]))
+def test_whole_binary_sizes_are_exact(number, unit):
+    assert parse_size(f"{number}{unit}") == number * SIZE_UNITS[unit.lower()]
+
+
+@given(st.integers(min_value=0, max_value=10**9))
+def test_milliseconds_are_thousandths_of_a_second(milliseconds):
+    assert parse_duration(f"{milliseconds}ms") == milliseconds / 1000
+    assert parse_duration(f"{milliseconds}") == float(milliseconds)
+
+
+@given(
+    st.decimals(min_value=0, max_value=10**5, places=2, allow_nan=False, allow_infinity=False),
+    st.sampled_from(["s", "m", "h"]),
+)
+def test_durations_scale_by_their_unit(number, unit):
+    number = abs(number)
+    assert math.isclose(parse_duration(f"{number}{unit}"), float(number * DURATION_UNITS[unit]))
+
+
+@given(st.sampled_from(FIELDS), st.text(max_size=16))
+def test_any_text_in_any_variable_is_a_config_or_a_configuration_error(name, text):
+    environ = {variable(name): text}
+    try:
+        config = Config.from_env(environ)
+    except ConfigurationError as error:
+        assert error.setting == variable(name)
+        assert error.value == text.strip()
+        assert f"{variable(name)}={text.strip()!r} is not valid: it must be" in str(error)
+        assert f", for example {variable(name)}=" in str(error)
+    else:
+        assert isinstance(config, Config)
+
+
+# --- invalid values -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("variable_name", "value", "expected"),
+    [
+        (
+            "LLM_ASYNC_ATTACHMENTS_MAX_BYTES",
+            "lots",
+            "LLM_ASYNC_ATTACHMENTS_MAX_BYTES='lots' is not valid: it must be a positive size "
+            "in bytes, with an optional unit: kB, MB, GB (powers of 1000) or KiB, MiB, GiB "
+            "(powers of 1024), for example LLM_ASYNC_ATTACHMENTS_MAX_BYTES=64MB",
+        ),
         (
             "LLM_ASYNC_ATTACHMENTS_CONCURRENCY",
             "0",
-            "LLM_ASYNC_ATTACHMENTS_CONCURRENCY='0' is not valid: it must be a positive integer",
+            "LLM_ASYNC_ATTACHMENTS_CONCURRENCY='0' is not valid: it must be a positive integer, "
+            "for example LLM_ASYNC_ATTACHMENTS_CONCURRENCY=8",
         ),
         (
             "LLM_ASYNC_ATTACHMENTS_TIMEOUT",
             "nan",
-            "LLM_ASYNC_ATTACHMENTS_TIMEOUT='nan' is not valid: it must be a positive number",
+            "LLM_ASYNC_ATTACHMENTS_TIMEOUT='nan' is not valid: it must be a positive number of "
+            "seconds (10, 2.5), or a number with a unit: ms, s, m or h (500ms, 10s, 2m), "
+            "for example LLM_ASYNC_ATTACHMENTS_TIMEOUT=2.5s",
         ),
         (
             "LLM_ASYNC_ATTACHMENTS_GUARD",
@@ -79,15 +230,41 @@ def test_empty_variables_mean_the_default():
         ),
     ],
 )
-def test_malformed_environment_values_fail_loudly(variable, value, expected):
-    with pytest.raises(ValueError) as caught:
-        Config.from_env({variable: value})
+def test_invalid_values_name_the_variable_the_value_and_an_example(variable_name, value, expected):
+    with pytest.raises(ConfigurationError) as caught:
+        Config.from_env({variable_name: value})
     assert expected in str(caught.value)
+    assert (caught.value.setting, caught.value.value) == (variable_name, value)
+
+
+def test_every_invalid_variable_is_reported_at_once():
+    with pytest.raises(ConfigurationError) as caught:
+        Config.from_env(
+            {"LLM_ASYNC_ATTACHMENTS_MAX_BYTES": "lots", "LLM_ASYNC_ATTACHMENTS_RETRIES": "-1"}
+        )
+    assert caught.value.setting == "LLM_ASYNC_ATTACHMENTS_MAX_BYTES"
+    assert caught.value.__notes__ == [
+        "LLM_ASYNC_ATTACHMENTS_RETRIES='-1' is not valid: it must be 0 or a positive "
+        "integer, for example LLM_ASYNC_ATTACHMENTS_RETRIES=2"
+    ]
 
 
 def test_direct_construction_is_validated_too():
-    with pytest.raises(ValueError, match=r"Config\.deadline must be a positive number, not -1"):
+    with pytest.raises(
+        ConfigurationError,
+        match=r"Config\.deadline must be a positive number of seconds, not -1 "
+        r"\(for example, deadline=2\.5\)",
+    ) as caught:
         Config(deadline=-1)
+    assert (caught.value.setting, caught.value.value) == ("Config.deadline", -1)
+
+
+def test_a_configuration_error_is_a_value_error_not_an_attachment_error():
+    # An app answering AttachmentError with a 4xx must not blame its users for
+    # its own settings; ValueError keeps `except ValueError` around Config(...) working.
+    assert issubclass(ConfigurationError, ValueError)
+    assert not issubclass(ConfigurationError, laa.AttachmentError)
+    assert issubclass(ConfigurationWarning, UserWarning)
 
 
 def test_config_is_immutable():
@@ -101,3 +278,63 @@ def test_configure_none_rereads_the_environment(monkeypatch):
     assert get_config().concurrency == 5
     configure(Config(concurrency=2))
     assert get_config().concurrency == 2
+
+
+# --- an invalid environment in sync and async use --------------------------------------
+
+
+@pytest.fixture
+def invalid_environment(monkeypatch):
+    """LLM_ASYNC_ATTACHMENTS_MAX_BYTES is nonsense, and the environment is read afresh."""
+    monkeypatch.setenv("LLM_ASYNC_ATTACHMENTS_MAX_BYTES", "64 megs")
+    monkeypatch.setenv("LLM_ASYNC_ATTACHMENTS_CONCURRENCY", "3")
+    configure(None)
+
+
+def test_sync_use_warns_once_and_keeps_the_default(invalid_environment):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        configs = [get_config() for _ in range(3)]
+        llm.get_model("markov")
+
+    ours = [w for w in caught if issubclass(w.category, ConfigurationWarning)]
+    assert len(ours) == 1
+    message = str(ours[0].message)
+    assert "\n" not in message
+    assert message.startswith("LLM_ASYNC_ATTACHMENTS_MAX_BYTES='64 megs' is not valid")
+    assert "Sync llm goes on with the default (32 MiB)" in message
+    # The default stands in for the invalid value only; valid ones still apply.
+    assert {(c.max_bytes, c.concurrency) for c in configs} == {(32 * MiB, 3)}
+
+
+def test_strict_get_config_raises_outside_a_loop_too(invalid_environment):
+    with (
+        pytest.warns(ConfigurationWarning),
+        pytest.raises(ConfigurationError, match="LLM_ASYNC_ATTACHMENTS_MAX_BYTES"),
+    ):
+        get_config(strict=True)
+    assert [p.setting for p in environment_problems()] == ["LLM_ASYNC_ATTACHMENTS_MAX_BYTES"]
+
+
+def test_an_explicit_config_is_not_affected_by_the_environment(invalid_environment):
+    configure(Config(max_bytes=MiB))
+
+    async def on_a_loop() -> Config:
+        return get_config()
+
+    assert asyncio.run(on_a_loop()).max_bytes == MiB
+
+
+async def test_async_use_raises_a_configuration_error(invalid_environment, file_server):
+    url = file_server.add("/cat.png", b"\x89PNG\r\n\x1a\n", content_type="image/png")
+    with pytest.warns(ConfigurationWarning):
+        model = llm.get_async_model("echo")  # loading models is sync llm: it only warns
+    prompt = llm.Prompt("x", model, attachments=[llm.Attachment(url=url)])
+
+    with pytest.raises(ConfigurationError, match="LLM_ASYNC_ATTACHMENTS_MAX_BYTES='64 megs'"):
+        await laa.prepare_attachments(prompt)
+    with pytest.raises(ConfigurationError, match="for example LLM_ASYNC_ATTACHMENTS_MAX"):
+        await model.prompt("x", attachments=[llm.Attachment(url=url)]).text()
+    with pytest.raises(ConfigurationError):
+        await laa.AsyncAttachment(url=url).content_bytes()
+    assert file_server.requests == []  # refused before any I/O

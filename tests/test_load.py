@@ -25,16 +25,16 @@ def prompt_with(urls, model):
 # pass 100 ms without any blocking call. Blocking is asserted everywhere else.
 @pytest.mark.no_leaks(blocking_threshold=0.5)
 async def test_a_thousand_prepares_cancelled_at_random_points_leave_nothing(file_server):
+    rng = random.Random(1143)
     urls = [
         file_server.add(
             f"/c{i}.png",
             samples.png(),
             content_type="image/png",
-            latency=random.choice([0, 0.001, 0.005, 0.02]),
+            latency=rng.choice([0, 0.001, 0.005, 0.02]),
         )
         for i in range(50)
     ]
-    rng = random.Random(1143)
     echo = llm.get_async_model("echo")
     finished = cancelled = 0
     for _ in range(20):

@@ -178,8 +178,23 @@ async def test_summary_reads_well_in_a_log(urls, echo):
         llm.Prompt("x", echo, attachments=[llm.Attachment(url=urls.png)])
     )
     assert str(summary).startswith(
-        f"1 attachments, 1 fetched ({len(samples.png())} bytes, 1 requests) in "
+        f"1 attachment, 1 fetched ({len(samples.png())} bytes, 1 request) in "
     )
+
+
+@pytest.mark.parametrize(
+    ("attachments", "requests", "expected"),
+    [
+        (0, 0, "0 attachments, 0 fetched (0 bytes, 0 requests) in 0.010 s"),
+        (1, 1, "1 attachment, 0 fetched (0 bytes, 1 request) in 0.010 s"),
+        (2, 3, "2 attachments, 0 fetched (0 bytes, 3 requests) in 0.010 s"),
+    ],
+)
+def test_summary_counts_are_singular_for_one(attachments, requests, expected):
+    summary = laa.PrepareSummary(
+        attachments=attachments, fetched=0, bytes_fetched=0, requests=requests, seconds=0.01
+    )
+    assert str(summary) == expected
 
 
 def test_each_event_loop_gets_its_own_pool_closed_and_freed_with_the_loop(urls, echo, file_server):

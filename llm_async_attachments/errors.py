@@ -187,6 +187,8 @@ class ConfigurationError(ValueError):
         self.setting = setting
         self.value = value
 
+    __reduce__ = _reduce
+
 
 class ConfigurationWarning(UserWarning):
     """An ``LLM_ASYNC_ATTACHMENTS_*`` variable is invalid; sync llm goes on with the default.

@@ -16,6 +16,7 @@ from .errors import AttachmentTooLarge, redact
 from .files import read_path
 from .http import fetch_content, fetch_type
 from .offload import ON_LOOP_LIMIT, base64_text, sha256_hex
+from .pacing import your_turn
 from .patch import install
 from .state import UNSET, Prepared, covers, fetch_key, single_flight, state_of
 
@@ -175,6 +176,7 @@ class _Run:
         self.requests = 0
 
     async def prepare(self, attachment: Any, *, need_content: bool) -> None:
+        await your_turn()
         state = state_of(attachment)
         await single_flight(state, self.key, lambda: self._pending(attachment, state, need_content))
 

@@ -21,9 +21,13 @@ FIELDS = {
     "kind": "a loopback address",
     "attachment": llm.Attachment(url="https://example.com/x.png"),
     "method": "content_bytes",
+    "setting": "LLM_ASYNC_ATTACHMENTS_MAX_BYTES",
+    "value": "64XB",
 }
 CLASSES = [
-    getattr(errors, name) for name in errors.__all__ if inspect.isclass(getattr(errors, name))
+    cls
+    for cls in (getattr(errors, name) for name in errors.__all__)
+    if inspect.isclass(cls) and not issubclass(cls, Warning)
 ]
 
 

@@ -73,7 +73,8 @@ class AsyncAttachment:
         if attachment.type:
             return attachment.type
         if not (attachment.path or attachment.url):
-            return attachment.resolve_type()  # bytes: puremagic, no I/O
+            sniffed: str | None = attachment.resolve_type()  # type: ignore[no-untyped-call]
+            return sniffed  # bytes: puremagic, no I/O
         state = await prepare_one(attachment, need_content=False, config=get_config())
         return None if state.type is UNSET else state.type
 
@@ -101,7 +102,8 @@ class AsyncAttachment:
             state = peek(attachment)
             if state is None or state.id is None:
                 await prepare_one(attachment, need_content=True, config=get_config())
-        return attachment.id()
+        hashed: str = attachment.id()  # type: ignore[no-untyped-call]
+        return hashed
 
     async def to_sync(self, *, content: bool = True) -> llm.Attachment:
         """The plain ``llm.Attachment``, prepared so its sync reads do no I/O.

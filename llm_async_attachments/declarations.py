@@ -32,7 +32,7 @@ def url_support(model: Any) -> bool | str | Collection[str]:
     Undeclared and unknown models get ``False``: every URL is fetched and
     inlined, which is always safe.
     """
-    declared = getattr(model, "supports_attachment_urls", None)
+    declared: bool | str | Collection[str] | None = getattr(model, "supports_attachment_urls", None)
     if declared is not None:
         return declared
     for cls in type(model).__mro__:

@@ -69,7 +69,8 @@ class CancelGate:
         the end; then the caller's cancellation goes on, whatever ``work``
         ended with. Otherwise its result or exception passes through.
         """
-        task = self._task = asyncio.ensure_future(work)
+        task: asyncio.Task[T] = asyncio.ensure_future(work)
+        self._task = task
         if await _wait(task, on_cancel=self._request):
             _discard(task)
             raise asyncio.CancelledError

@@ -114,9 +114,8 @@ class Exchange:
                 continue
             if response.status_code not in RETRYABLE_STATUS or last:
                 return response
-            delay = retry_after(response)
-            if delay is None:
-                delay = backoff(attempt)
+            after = retry_after(response)
+            delay = backoff(attempt) if after is None else after
             if not self._room_for(delay):
                 return response
             await close(response)

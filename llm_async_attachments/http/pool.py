@@ -17,6 +17,7 @@ import ssl
 import threading
 import urllib.request
 from dataclasses import dataclass
+from typing import Any
 
 import httpcore
 import httpx
@@ -96,7 +97,8 @@ class Pool:
             await transport.aclose()
 
     def statistics(self) -> PoolStatistics:
-        connections, requests = [], []
+        connections: list[httpcore.AsyncConnectionInterface] = []
+        requests: list[Any] = []  # httpcore's own AsyncPoolRequest, not public
         for transport in (self._direct, *self._via.values()):
             core = transport._pool
             connections += core.connections
@@ -188,7 +190,9 @@ async def _ssl_context() -> ssl.SSLContext:
     Loading the CA bundle takes 30-50 ms; done on the event loop, as
     ``httpx.AsyncClient()`` would, it would stall it for every new loop.
     """
-    return _ssl or await asyncio.to_thread(_first_use)
+    if _ssl is not None:
+        return _ssl
+    return await asyncio.to_thread(_first_use)
 
 
 def _first_use() -> ssl.SSLContext:

@@ -218,8 +218,19 @@ class Config:
         ),
     )
     concurrency: int = field(
-        default=8,
-        metadata=_setting(COUNT, "URL attachments fetched at once, per event loop."),
+        default=64,
+        metadata=_setting(
+            COUNT,
+            "URL attachments fetched at once, per event loop (and per network settings).",
+        ),
+    )
+    host_concurrency: int = field(
+        default=32,
+        metadata=_setting(
+            COUNT,
+            "URL attachments fetched at once from one host, within `concurrency`, as "
+            "browsers limit connections per host.",
+        ),
     )
     timeout: float = field(
         default=10.0,

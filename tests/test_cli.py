@@ -191,7 +191,7 @@ def test_status_shows_the_active_limits_and_guard_mode(run):
         "LLM_ASYNC_ATTACHMENTS_MAX_BYTES",
     ]
     assert row(result.output, "deadline")[1] == "5 s"
-    assert row(result.output, "concurrency")[1] == "8"
+    assert row(result.output, "concurrency")[1] == "64"
     assert "Guard: warn (warn anywhere on an event loop)" in result.output
 
 
@@ -208,7 +208,7 @@ def test_an_invalid_environment_variable_is_shown_by_status_and_refused_by_fetch
         "INVALID 'lots', 32 MiB in sync use",
         "LLM_ASYNC_ATTACHMENTS_MAX_BYTES",
     ]
-    assert row(status.stdout, "concurrency")[1] == "8"
+    assert row(status.stdout, "concurrency")[1] == "64"
     for result in (status, fetch):
         assert result.exit_code == 1
         assert result.stderr.startswith("Error: LLM_ASYNC_ATTACHMENTS_MAX_BYTES='lots' is not")

@@ -36,7 +36,8 @@ FIELDS = [each.name for each in dataclasses.fields(Config)]
 def test_defaults_are_the_documented_ones():
     config = Config()
     assert (config.max_bytes, config.max_total_bytes) == (32 * MiB, 128 * MiB)
-    assert (config.concurrency, config.timeout, config.deadline) == (8, 10.0, 60.0)
+    assert (config.concurrency, config.host_concurrency) == (64, 32)
+    assert (config.timeout, config.deadline) == (10.0, 60.0)
     assert config.fetch_queue_timeout == 300.0
     assert config.guard == "raise"
 
@@ -46,6 +47,7 @@ def test_every_field_has_an_environment_override():
         "LLM_ASYNC_ATTACHMENTS_MAX_BYTES": "1MiB",
         "LLM_ASYNC_ATTACHMENTS_MAX_TOTAL_BYTES": "4096",
         "LLM_ASYNC_ATTACHMENTS_CONCURRENCY": "3",
+        "LLM_ASYNC_ATTACHMENTS_HOST_CONCURRENCY": "2",
         "LLM_ASYNC_ATTACHMENTS_TIMEOUT": "2.5",
         "LLM_ASYNC_ATTACHMENTS_DEADLINE": "30",
         "LLM_ASYNC_ATTACHMENTS_FETCH_QUEUE_TIMEOUT": "500ms",
@@ -63,6 +65,7 @@ def test_every_field_has_an_environment_override():
         max_bytes=MiB,
         max_total_bytes=4096,
         concurrency=3,
+        host_concurrency=2,
         timeout=2.5,
         deadline=30.0,
         fetch_queue_timeout=0.5,

@@ -15,7 +15,7 @@ import respx
 
 import llm_async_attachments as laa
 from llm_async_attachments import policy
-from llm_async_attachments.http import retries
+from llm_async_attachments.http import pool, retries
 from llm_async_attachments.testing import samples
 from tests.support.raw_server import RawServer, response
 
@@ -120,6 +120,7 @@ async def test_waiting_too_long_for_a_slot_is_its_own_error_and_asks_no_server(f
     assert "waited 0.2 s for a free fetch slot" in str(error)
     assert "Its server was not contacted" in str(error)
     assert "LLM_ASYNC_ATTACHMENTS_CONCURRENCY" in str(error)
+    assert "LLM_ASYNC_ATTACHMENTS_HOST_CONCURRENCY" in str(error)
     assert not isinstance(error, laa.AttachmentTimeout)  # not the server's fault
     assert file_server.count("GET", "/queued.png") == 0
 
@@ -345,3 +346,43 @@ async def test_a_multi_member_gzip_body_is_read_whole():
         attachment = llm.Attachment(url=f"{server.base_url}/x.png")
         await prepare(attachment)
     assert attachment.content_bytes() == PNG
+
+
+# Limits -----------------------------------------------------------------------
+
+
+async def test_one_host_gets_at_most_host_concurrency_connections(file_server):
+    urls = [
+        file_server.add(f"/host{i}.png", PNG, content_type="image/png", latency=0.05)
+        for i in range(12)
+    ]
+    await prepare(*(llm.Attachment(url=u) for u in urls), concurrency=8, host_concurrency=3)
+    assert file_server.peak_connections == 3
+
+
+async def test_a_busy_host_leaves_the_other_slots_to_other_hosts(file_server):
+    busy = [
+        file_server.add(f"/busy{i}.png", PNG, content_type="image/png", latency=0.2)
+        for i in range(8)
+    ]
+    # The same server under another name: another host for the limits.
+    other = file_server.add("/other.png", PNG, content_type="image/png").replace(
+        "127.0.0.1", "localhost"
+    )
+    summary = await prepare(
+        *(llm.Attachment(url=u) for u in [*busy, other]), concurrency=3, host_concurrency=2
+    )
+    assert summary.fetched == 9
+    assert file_server.peak_connections == 3  # two for the busy host, one for the other
+
+
+async def test_no_transport_holds_more_than_16_connections(file_server):
+    urls = [
+        file_server.add(f"/wide{i}.png", PNG, content_type="image/png", latency=0.1)
+        for i in range(40)
+    ]
+    await prepare(*(llm.Attachment(url=u) for u in urls), concurrency=40, host_concurrency=40)
+    (only,) = pool.running_pools()
+    statistics = only.statistics()
+    assert statistics.connections == file_server.peak_connections == 40
+    assert statistics.fullest_transport <= 16  # three transports share the 40

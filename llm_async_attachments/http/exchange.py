@@ -17,7 +17,7 @@ import httpx
 
 from ..errors import TooManyRedirects
 from .cancellation import CancelGate, close
-from .pool import Pool
+from .pool import Pool, Shard
 from .retries import RETRYABLE_STATUS, backoff, is_transient, retry_after
 from .urls import redirect_target
 
@@ -39,6 +39,7 @@ class Exchange:
         url: httpx.URL,
         source: str,
         pool: Pool,
+        shard: Shard,
         gate: CancelGate,
         retries: int,
         deadline: float,
@@ -47,6 +48,7 @@ class Exchange:
         self.source = source
         self.requests = 0
         self._pool = pool
+        self._shard = shard
         self._gate = gate
         self._retries = retries
         self._deadline = deadline
@@ -105,7 +107,9 @@ class Exchange:
             self.requests += 1
             try:
                 with self._gate.sending():
-                    response = await self._pool.send(self._request(method, url, headers))
+                    response = await self._pool.send(
+                        self._request(method, url, headers), self._shard
+                    )
             except httpx.TransportError as error:
                 delay = backoff(attempt)
                 if last or not is_transient(error) or not self._room_for(delay):

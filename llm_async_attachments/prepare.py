@@ -16,7 +16,7 @@ from .errors import AttachmentTooLarge, redact
 from .files import read_path
 from .http import fetch_content, fetch_type
 from .offload import ON_LOOP_LIMIT, base64_text, sha256_hex
-from .pacing import your_turn
+from .pacing import PER_TURN, your_turn
 from .patch import install
 from .state import UNSET, Prepared, covers, fetch_key, single_flight, state_of
 
@@ -93,7 +93,9 @@ async def prepare_attachments(
     run = _Run(config, policy)
     try:
         async with asyncio.TaskGroup() as group:
-            for attachment in found:
+            for index, attachment in enumerate(found):
+                if index and not index % PER_TURN:
+                    await asyncio.sleep(0)  # thousands of tasks: made a turn's worth at a time
                 group.create_task(run.prepare(attachment, need_content=True))
     except BaseExceptionGroup as failures:
         raise _first_failure(failures, found) from None

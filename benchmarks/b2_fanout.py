@@ -10,7 +10,9 @@ timed region,
 * at the package's concurrency for one host (``Config.host_concurrency``,
   in transports of at most 16 connections, as the package's pool), and
 * at the best of several concurrencies (16 in one client; 32 and 64 in
-  clients of 16), the best one reported.
+  clients of 16), each also with bare ``httpx.AsyncHTTPTransport`` objects
+  (what the package itself sends through, without the client's cookie,
+  auth and redirect layers), the best one reported.
 
 Ratios are wall time against the best floor.
 
@@ -23,6 +25,7 @@ import argparse
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import llm
@@ -37,7 +40,8 @@ SIZE = 64 * 1024
 LATENCY = 0.05
 MANY = 5000  # for the largest stall of a very wide prepare
 SEQUENTIAL_UP_TO = 100  # llm's sequential reads take N x 2 x 50 ms: not run beyond
-BEST_OF = ((16, 16), (32, 16), (64, 16))  # (concurrency, connections per client)
+# (concurrency, connections per client, bare transports instead of clients)
+BEST_OF = tuple((c, 16, bare) for c in (16, 32, 64) for bare in (False, True))
 
 Work = Callable[[], Awaitable[None]]
 
@@ -85,13 +89,20 @@ def this_package(urls: list[str]) -> Work:
 
 
 class RawFloor:
-    """Shared httpx clients, made and warmed before timing; ``concurrency`` GETs at once."""
+    """Shared httpx clients (or bare transports), made and warmed before timing;
+    ``concurrency`` GETs at once."""
 
-    def __init__(self, concurrency: int, per_client: int) -> None:
+    def __init__(self, concurrency: int, per_client: int, bare: bool = False) -> None:
         self.concurrency = concurrency
         limits = httpx.Limits(max_connections=per_client, max_keepalive_connections=per_client)
         count = -(-concurrency // per_client)
-        self.clients = [httpx.AsyncClient(limits=limits) for _ in range(count)]
+        make = (
+            (lambda: httpx.AsyncHTTPTransport(limits=limits))
+            if bare
+            else (lambda: httpx.AsyncClient(limits=limits))
+        )
+        self.clients: list[Any] = [make() for _ in range(count)]
+        self.bare = bare
 
     async def warm(self, url: str) -> None:
         await self._get_all([url] * self.concurrency)
@@ -105,7 +116,15 @@ class RawFloor:
         async def get(index: int, url: str) -> None:
             async with gate:
                 client = self.clients[index % len(self.clients)]
-                (await client.get(url)).raise_for_status()
+                if not self.bare:
+                    (await client.get(url)).raise_for_status()
+                    return
+                response = await client.handle_async_request(httpx.Request("GET", url))
+                try:
+                    await response.aread()
+                    assert response.status_code == 200, response.status_code
+                finally:
+                    await response.aclose()
 
         await asyncio.gather(*(get(i, url) for i, url in enumerate(urls)))
 
@@ -114,8 +133,10 @@ class RawFloor:
             await client.aclose()
 
 
-async def floor(urls: list[str], warm_url: str, concurrency: int, per_client: int) -> Row:
-    raw = RawFloor(concurrency, per_client)
+async def floor(
+    urls: list[str], warm_url: str, concurrency: int, per_client: int, bare: bool = False
+) -> Row:
+    raw = RawFloor(concurrency, per_client, bare)
     try:
         await raw.warm(warm_url)
         measured = await measure(raw.work(urls))
@@ -152,7 +173,8 @@ def run(ns: list[int]) -> dict[int, dict[str, Row]]:
             rows[f"raw httpx, {same[0]} at once (same)"] = asyncio.run(floor(urls, warm_url, *same))
             tried = {setting: asyncio.run(floor(urls, warm_url, *setting)) for setting in BEST_OF}
             best = min(tried, key=lambda setting: tried[setting].wall_s)
-            rows[f"raw httpx, best: {best[0]} at once"] = tried[best]
+            kind = "transports" if best[2] else "clients"
+            rows[f"raw httpx, best: {best[0]} at once, {kind}"] = tried[best]
             results[n] = rows
             print(report({n: rows}, header=n == ns[0]), flush=True)
         many = [

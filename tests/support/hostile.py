@@ -328,6 +328,30 @@ SCENARIOS = [
         "Too many levels of symbolic links",
     ),
     Scenario(
+        "a truncated gzip body",
+        url("/gzip/truncated"),
+        laa.AttachmentFetchError,
+        "has a truncated gzip body",
+    ),
+    Scenario(
+        "a gzip body with a bad CRC",
+        url("/gzip/bad-crc"),
+        laa.AttachmentFetchError,
+        "a bad CRC-32",
+    ),
+    Scenario(
+        "junk after a gzip member",
+        url("/gzip/trailing"),
+        laa.AttachmentFetchError,
+        "has data after the end of its gzip stream",
+    ),
+    Scenario(
+        "endless zeros after a tiny gzip member",
+        url("/gzip/endless"),
+        laa.AttachmentTooLarge,
+        "still compressed",
+    ),
+    Scenario(
         "a port out of range",
         lambda ctx: {"url": "http://127.0.0.1:99999/x.png"},
         laa.UnsupportedAttachmentURL,

@@ -19,6 +19,8 @@ header of each request in :attr:`HostileFileServer.hosts`, and these routes:
 * ``/disagree?head=<type>&get=<type>``   HEAD and GET declare different types
 * ``/headers/<kind>``                    absurd headers, see ``_ABSURD``
 * ``/flaky?fail=<n>&status=<code>&retry_after=<s>``  the first ``n`` requests fail
+* ``/gzip/<damage>``                     a gzip body damaged: ``truncated``, ``bad-crc``,
+  ``trailing`` (junk after the member), ``endless`` (zeros after a tiny member, forever)
 
 The shipped server's ``/big`` and ``/drip`` are there too.
 """
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gzip
 import http
 import itertools
 import select
@@ -163,6 +166,8 @@ class _HostileHandler(FileHandler):
             self._status(path.removeprefix("/status/"), head)
         elif path.startswith("/redirect/"):
             self._redirect_chain(path.removeprefix("/redirect/"), head)
+        elif path.startswith("/gzip/"):
+            self._damaged_gzip(path.removeprefix("/gzip/"), head)
         elif path.startswith("/headers/"):
             self._absurd_headers(path.removeprefix("/headers/"), head)
         elif path in self._ROUTES:
@@ -255,6 +260,25 @@ class _HostileHandler(FileHandler):
         body = memoryview(compressed_zeros(encoding, self.int_param("size")))
         headers = [("Content-Type", "application/octet-stream"), ("Content-Encoding", encoding)]
         self.send_body(200, headers, body, head)
+
+    def _damaged_gzip(self, damage: str, head: bool) -> None:
+        member = gzip.compress(b"\x89PNG\r\n\x1a\n" + bytes(4096))
+        bodies = {
+            "truncated": member[:-6],
+            "bad-crc": member[:-8] + b"\0\0\0\0" + member[-4:],
+            "trailing": member + b"trailing junk",
+        }
+        headers = [("Content-Type", "image/png"), ("Content-Encoding", "gzip")]
+        if damage in bodies:
+            self.send_body(200, headers, memoryview(bodies[damage]), head)
+            return
+        if damage != "endless":
+            raise BadRequest(f"unknown damage {damage!r}")
+        self.start(200, [*headers, ("Transfer-Encoding", "chunked")])
+        if head:
+            return
+        first = b"%x\r\n%s\r\n" % (len(member), member)
+        self.stream(itertools.chain([first], itertools.repeat(_CHUNKED_ZEROS)))
 
     def _gzip_bomb(self, head: bool) -> None:
         self._bomb("gzip", head)

@@ -10,6 +10,7 @@ place where httpx's and the transport's exceptions become ours.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ from .urls import parse
 __all__ = ["Fetched", "fetch_content", "fetch_type"]
 
 HEAD_REFUSED = frozenset({403, 405, 501})
+_AUTHORITY_END = re.compile(r"[/?#]")
 _SNIFF_LIMIT = 1024 * 1024  # a ranged GET for sniffing never reads more than this
 
 
@@ -102,8 +104,8 @@ async def _fetch(
 
 def _host_of(url: str) -> str:
     """The host part of ``url`` as written, cheaply: what per-host slots count by."""
-    rest = url.partition("://")[2]
-    return rest.split("/", 1)[0].rpartition("@")[2].lower()
+    authority = _AUTHORITY_END.split(url.partition("://")[2], maxsplit=1)[0]
+    return authority.rpartition("@")[2].lower()
 
 
 def _queue_timeout(source: str, config: Config) -> AttachmentQueueTimeout:

@@ -1,57 +1,124 @@
-"""Reading local files without blocking the event loop, under the byte caps."""
+"""Reading local files without blocking the event loop, under the byte caps.
+
+Each file is read by one job on a worker thread (the loop's default
+executor), which does everything that touches the file or its bytes: open
+(``O_NONBLOCK``), ``fstat``, the checks, a bounded read, llm's sniff of the
+type and the SHA-256 that llm's ``id()`` of a path is. The loop hands the job
+over, and when it ends charges its bytes to the call's budget; it never
+touches the content.
+
+The GIL: ``os.read`` and ``hashlib`` release it (hashlib for any input over
+2 KiB), so a worker reading or hashing a large file leaves the loop free to
+run. What holds it is bounded whatever the file's size: the sniff looks at
+the first 36 KiB and last 516 bytes only (about 0.5 ms), and only a file
+that is not read in one go (one that grows while read, or a device) is
+joined from its pieces. Base64 text for large content is not made here:
+that holds the GIL throughout, and runs on :mod:`.offload`'s one lane per loop.
+"""
 
 from __future__ import annotations
 
-import io
+import asyncio
+import hashlib
 import os
 import stat
+import threading
+from collections.abc import Callable
+from typing import NamedTuple
 
-import aiofiles
-import aiofiles.os
-
+from . import mime
 from .budget import Meter
 from .errors import AttachmentPathError
+from .loops import PerLoop
+
+__all__ = ["CHUNK_BYTES", "FileContent", "read_path"]
 
 CHUNK_BYTES = 1024 * 1024
+"""Bytes asked for per read once the size from ``fstat`` has been read (or when there is none)."""
 
 _FIX = "Check the path, or pass the bytes with content= instead."
 
+JOBS = min(32, (os.cpu_count() or 1) + 4)
+"""File jobs one event loop runs at once; the rest wait their turn on the loop, in order.
 
-def _open_nonblocking(path: str, flags: int) -> int:
-    # O_NONBLOCK: opening a FIFO with no writer returns at once instead of
-    # hanging a worker thread forever. Regular files ignore the flag.
-    return os.open(path, flags | os.O_NONBLOCK)
+As many as asyncio's default executor, which runs them, has threads (Python's
+own size for I/O-bound work): more would only queue there, in front of the
+application's own ``to_thread()`` calls and DNS lookups; and at most this
+many files are in memory beyond the total cap (see :func:`read_path`).
+"""
 
 
-async def read_path(path: str, meter: Meter) -> bytes:
-    """All bytes of ``path``, refusing early when its size passes a cap.
+async def _new_slots() -> asyncio.Semaphore:
+    return asyncio.Semaphore(JOBS)
 
-    The size from ``stat`` is checked first, but never trusted: reading stops
-    as soon as the bytes read pass the cap, so a file that grows while read, or
-    a device such as ``/dev/zero``, cannot exhaust memory. Directories, FIFOs
-    and sockets are refused with :class:`AttachmentPathError`.
+
+_slots: PerLoop[asyncio.Semaphore] = PerLoop(_new_slots)
+
+# Sniffing is pure Python and holds the GIL (about 0.5 ms a file): with every
+# worker sniffing at once the loop's thread would queue behind them all for
+# the GIL. One sniff at a time in the process keeps that wait to one sniff;
+# the others wait for this lock with the GIL released. Sniffs run one at a
+# time under the GIL anyway, so throughput is the same.
+_sniffing = threading.Lock()
+
+
+class FileContent(NamedTuple):
+    """What one read of a file found."""
+
+    content: bytes
+    sha256: str
+    """Hex SHA-256 of ``content``: llm's ``id()`` of a path attachment."""
+    type: str | None
+    """The type llm would sniff from the bytes and file name; ``None`` if not asked or none."""
+
+
+class _Read(NamedTuple):
+    """A job's result: ``content`` is ``None`` when it stopped at a cap, unread or part-read."""
+
+    size: int | None  # from fstat, for a regular file
+    length: int  # bytes read
+    content: bytes | None
+    sha256: str
+    type: str | None
+
+
+async def read_path(path: str, meter: Meter, *, sniff: bool = False) -> FileContent:
+    """All bytes of ``path`` with their SHA-256 (and, with ``sniff``, their type).
+
+    The size from ``fstat`` is checked first, and a file over a cap is
+    refused without a byte read. The size is never trusted: reading stops
+    as soon as the bytes read pass the cap, so a file that grows while read,
+    or a device such as ``/dev/zero``, cannot exhaust memory. Directories,
+    FIFOs and sockets are refused with :class:`AttachmentPathError` without
+    waiting for a writer, as is every error the operating system reports.
+
+    The caps are checked inside the job, against the room the call's budget
+    has as the job runs; the bytes are charged to the budget, and any
+    refusal raised, on the loop when the job ends. So files read at the same
+    moment by other jobs are counted once they are done: at most
+    :data:`JOBS` files, each within ``max_bytes``, can be in memory beyond
+    the total cap before the call fails.
     """
+    loop = asyncio.get_running_loop()
+    async with await _slots.get():
+        read = await loop.run_in_executor(None, _read_file, path, lambda: meter.room, sniff)
+    if read.size is not None:
+        meter.declare(read.size, "file size")
+    meter.add(read.length)
+    if read.content is None:  # unreachable: the room only shrinks, so a cap was passed
+        raise RuntimeError(f"reading {path!r} stopped at a cap that the budget does not see")
+    return FileContent(read.content, read.sha256, read.type)
+
+
+def _read_file(path: str, room: Callable[[], int], sniff: bool) -> _Read:
+    """The worker thread's job: open, check, read within ``room()``, hash and sniff."""
     try:
-        async with aiofiles.open(path, "rb", opener=_open_nonblocking) as file:
-            info = await aiofiles.os.stat(file.fileno())
-            kind = _unreadable_kind(info.st_mode)
-            if kind:
-                raise AttachmentPathError(
-                    f"Attachment path {path} is {kind}, not a file. {_FIX}", source=path
-                )
-            if stat.S_ISREG(info.st_mode):
-                meter.declare(info.st_size, "file size")
-            content = io.BytesIO()  # getvalue() hands over its buffer: no final copy
-            while chunk := await file.read(min(CHUNK_BYTES, meter.room + 1)):
-                meter.add(len(chunk))
-                content.write(chunk)
-            return content.getvalue()
+        # O_NONBLOCK: opening a FIFO with no writer returns at once instead of
+        # hanging the worker forever. Regular files ignore the flag.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except OSError as exc:
-        raise AttachmentPathError(
-            f"Attachment path {path} cannot be read: {_describe(exc)}. {_FIX}",
-            source=path,
-        ) from exc
-    except (ValueError, UnicodeError) as exc:
+        raise _unreadable(path, exc) from exc
+    except ValueError as exc:
         # os.open's own refusals: a NUL byte, or a lone surrogate it cannot encode.
         what = (
             "it cannot be encoded for the file system (a lone surrogate?)"
@@ -62,6 +129,62 @@ async def read_path(path: str, meter: Meter) -> bytes:
         raise AttachmentPathError(
             f"Attachment path {shown!r} is not a valid path: {what}. {_FIX}", source=path
         ) from None
+    try:
+        try:
+            info = os.fstat(fd)
+            kind = _unreadable_kind(info.st_mode)
+            if kind:
+                raise AttachmentPathError(
+                    f"Attachment path {path} is {kind}, not a file. {_FIX}", source=path
+                )
+            size = info.st_size if stat.S_ISREG(info.st_mode) else None
+            if size is not None and size > room():
+                return _Read(size, 0, None, "", None)  # refused on its size: nothing read
+            chunks, count = _read_within(fd, size, room)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise _unreadable(path, exc) from exc
+    if count > room():
+        return _Read(size, count, None, "", None)  # stopped at a cap: never joined
+    content = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    digest = hashlib.sha256(content).hexdigest()
+    content_type = None
+    if sniff:
+        with _sniffing:
+            content_type = mime.sniff(content, filename=path)
+    return _Read(size, count, content, digest, content_type)
+
+
+def _read_within(fd: int, size: int | None, room: Callable[[], int]) -> tuple[list[bytes], int]:
+    """Read to the end, or to one byte past ``room()``: the pieces and how many bytes.
+
+    A regular file is read in one call that asks for one byte more than its
+    size: that returns short when the file still has the size ``fstat``
+    gave, the usual case, in a single buffer with no copy. A file that grew,
+    shrank or has no size (``/proc`` files, devices) is read on in pieces of
+    :data:`CHUNK_BYTES` until a read returns nothing.
+    """
+    chunks: list[bytes] = []
+    count = 0
+    want = size + 1 if size else CHUNK_BYTES
+    while count <= (limit := room()):
+        asked = min(want, limit + 1 - count)
+        chunk = os.read(fd, asked)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        count += len(chunk)
+        if count == size and len(chunk) < asked:
+            break  # exactly the size fstat gave, and then the end
+        want = CHUNK_BYTES
+    return chunks, count
+
+
+def _unreadable(path: str, exc: OSError) -> AttachmentPathError:
+    return AttachmentPathError(
+        f"Attachment path {path} cannot be read: {_describe(exc)}. {_FIX}", source=path
+    )
 
 
 def _unreadable_kind(mode: int) -> str | None:

@@ -221,11 +221,14 @@ class _Run:
 
     async def _read_path(self, attachment: Any, state: Prepared) -> None:
         self.fetched += 1
-        content = await read_path(attachment.path, self.budget.meter(attachment.path))
-        if not attachment.type and state.type is UNSET:
-            state.type = mime.sniff(content, filename=attachment.path)
-        await self._digest(attachment, state, content)
-        state.content = content
+        # One job on a worker thread reads, hashes and (if llm would) sniffs the file.
+        sniff = not attachment.type and state.type is UNSET
+        meter = self.budget.meter(attachment.path)
+        read = await read_path(attachment.path, meter, sniff=sniff)
+        if sniff and state.type is UNSET:
+            state.type = read.type
+        await self._digest(attachment, state, read.content, sha256=read.sha256)
+        state.content = read.content
 
     async def _fetch_type(self, attachment: Any, state: Prepared) -> None:
         self.fetched += 1
@@ -246,12 +249,14 @@ class _Run:
             await self._digest(attachment, state, fetched.content)
             state.content, state.content_key = fetched.content, self.key
 
-    async def _digest(self, attachment: Any, state: Prepared, content: bytes) -> None:
+    async def _digest(
+        self, attachment: Any, state: Prepared, content: bytes, sha256: str | None = None
+    ) -> None:
         """The SHA-256 of the bytes (llm's id, and the hash llm >= 0.36 logs;
-        not for URLs: both hash the URL) and, for content too large to encode
-        on the loop later, its base64 text."""
+        not for URLs: both hash the URL), unless ``sha256`` already is it,
+        and, for content too large to encode on the loop later, its base64 text."""
         if not attachment.url:
-            state.id = await sha256_hex(content)
+            state.id = sha256 if sha256 is not None else await sha256_hex(content)
         if len(content) > ON_LOOP_LIMIT:
             state.base64 = await base64_text(content)
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
+import sys
 import threading
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 from . import mime
 from .budget import Budget, human
@@ -16,10 +19,13 @@ from .config import Config, get_config
 from .declarations import url_support
 from .errors import AttachmentError, AttachmentTooLarge, redact
 from .files import read_path
-from .http import fetch_content, fetch_type
 from .offload import ON_LOOP_LIMIT, base64_text, sha256_hex
 from .patch import install
 from .state import UNSET, Prepared, covers, fetch_key, single_flight, state_of
+
+if TYPE_CHECKING:
+    from .budget import Meter
+    from .http import Fetched
 
 __all__ = ["PrepareSummary", "UrlPolicy", "prepare_attachments"]
 
@@ -465,6 +471,51 @@ class _Run:
                 limit=limit,
                 size=len(content),
             )
+
+
+async def fetch_type(url: str, config: Config) -> Fetched:
+    """The HTTP layer's ``fetch_type``, the layer imported first if need be (see ``_http``)."""
+    http = _http_layer or await _http()
+    fetched: Fetched = await http.fetch_type(url, config)
+    return fetched
+
+
+async def fetch_content(
+    url: str, meter: Meter, config: Config, wanted: Callable[[str | None], bool]
+) -> Fetched:
+    """The HTTP layer's ``fetch_content``, the layer imported first if need be."""
+    http = _http_layer or await _http()
+    fetched: Fetched = await http.fetch_content(url, meter, config, wanted)
+    return fetched
+
+
+# The HTTP layer imports httpx, httpcore, h11 and anyio's asyncio backend: tens of
+# milliseconds that every llm command would pay if the llm plugin imported it. It
+# is imported when a URL is first fetched instead, on a worker thread that this
+# awaits, so that the event loop goes on meanwhile. An importing thread holds the
+# GIL until another thread has waited for it for the switch interval (5 ms by
+# default), and the loop's thread would wait that long on every tick: the
+# interval is 1 ms while the import runs (once per process).
+_http_layer: ModuleType | None = None
+_http_lock = threading.Lock()
+_IMPORT_SWITCH_INTERVAL = 0.001
+
+
+async def _http() -> ModuleType:
+    return await asyncio.to_thread(_import_http)
+
+
+def _import_http() -> ModuleType:
+    global _http_layer
+    with _http_lock:
+        if _http_layer is None:
+            interval = sys.getswitchinterval()
+            sys.setswitchinterval(min(interval, _IMPORT_SWITCH_INTERVAL))
+            try:
+                _http_layer = importlib.import_module(".http", __package__)
+            finally:
+                sys.setswitchinterval(interval)
+        return _http_layer
 
 
 def _first_failure(group: BaseExceptionGroup, order: Iterable[Any]) -> BaseException:

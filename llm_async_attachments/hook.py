@@ -130,11 +130,12 @@ async def _prepared(
                 validate(deferred)
         if getattr(model, "supports_async_attachments", False):
             views = Views()
-            prompt = views.prompt(prompt)
+            # Earlier responses first: the prompt's message chain extends theirs.
             if "conversation" in kwargs:
                 kwargs = {**kwargs, "conversation": views.conversation(conversation)}
             elif len(args) > 2:
                 args = (*args[:2], views.conversation(conversation), *args[3:])
+            prompt = views.prompt(prompt)
     generator = execute(prompt, *args, **kwargs)
     inside = running | {key}
     # The model's code runs inside the context (the guard's "async model

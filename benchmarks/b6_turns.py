@@ -12,7 +12,9 @@ per child, ``--rounds`` children per variant). llm alone's own turn grows with
 the conversation (echo lists every earlier prompt, and llm >= 0.36 copies the
 whole message chain into each prompt); the package's share of a turn is the
 difference between the two. Reported at a few turns, and for the whole
-conversation.
+conversation; and, measured inside the package's process (so without the noise
+of comparing two processes), the time its prepare step takes in the first and
+the last turns.
 
     python -m benchmarks.b6_turns --turns 300
 """
@@ -28,6 +30,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 VARIANTS = {
@@ -54,19 +57,38 @@ async def one_conversation(turns: int) -> list[float]:
 
 
 def child(turns: int, conversations: int) -> None:
-    """Run in a child process: print every conversation's turn times as JSON."""
+    """Run in a child process: print each conversation's turn times (and, with the
+    package, the time its prepare step took in each turn) as JSON."""
     import llm
 
     llm.get_async_models()  # plugins loaded and classes wrapped before the clock starts
+    preparing: list[float] = []
+    if "llm_async_attachments.hook" in sys.modules:
+        hook = sys.modules["llm_async_attachments.hook"]
+        prepare = hook.prepare_attachments
 
-    async def run() -> list[list[float]]:
-        await one_conversation(min(turns, 20))  # warm-up: first-call costs of both
-        return [await one_conversation(turns) for _ in range(conversations)]
+        async def timed(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return await prepare(*args, **kwargs)
+            finally:
+                preparing.append(time.perf_counter() - started)
+
+        hook.prepare_attachments = timed
+
+    async def run() -> dict[str, list[list[float]]]:
+        await one_conversation(min(turns, 20))  # warm-up: first-call costs
+        found: dict[str, list[list[float]]] = {"turns": [], "prepare": []}
+        for _ in range(conversations):
+            preparing.clear()
+            found["turns"].append(await one_conversation(turns))
+            found["prepare"].append(list(preparing))
+        return found
 
     print(json.dumps(asyncio.run(run())))
 
 
-def spawn(plugins: str, turns: int, conversations: int) -> list[list[float]]:
+def spawn(plugins: str, turns: int, conversations: int) -> dict[str, list[list[float]]]:
     env = {**os.environ, "LLM_LOAD_PLUGINS": plugins, "PYTHONPATH": str(ROOT)}
     command = [sys.executable, "-m", "benchmarks.b6_turns", "--child", "--turns", str(turns)]
     done = subprocess.run(
@@ -77,16 +99,23 @@ def spawn(plugins: str, turns: int, conversations: int) -> list[list[float]]:
         text=True,
         check=True,
     )
-    runs: list[list[float]] = json.loads(done.stdout)
+    runs: dict[str, list[list[float]]] = json.loads(done.stdout)
     return runs
 
 
+PREPARE = "the package's prepare step"
+
+
 def run(turns: int, conversations: int, rounds: int) -> dict[str, list[float]]:
-    """For each variant, the median seconds of each turn (index 0 is turn 1)."""
-    collected: dict[str, list[list[float]]] = {name: [] for name in VARIANTS}
+    """For each variant, the median seconds of each turn (index 0 is turn 1); and the
+    median seconds of the package's prepare step in each turn."""
+    collected: dict[str, list[list[float]]] = {name: [] for name in (*VARIANTS, PREPARE)}
     for _ in range(rounds):
         for name, plugins in VARIANTS.items():
-            collected[name] += spawn(plugins, turns, conversations)
+            runs = spawn(plugins, turns, conversations)
+            collected[name] += runs["turns"]
+            if any(runs["prepare"]):
+                collected[PREPARE] += runs["prepare"]
     return {
         name: [statistics.median(turn) for turn in zip(*runs, strict=True)]
         for name, runs in collected.items()
@@ -126,14 +155,23 @@ def report(results: dict[str, list[float]]) -> str:
         f"growth, last {edge} turns / first {edge}: llm alone {growth(alone)}, "
         f"with package {growth(ours)}, the package's share {growth(added)}"
     )
+    preparing = results.get(PREPARE)
+    if preparing:
+        first = statistics.mean(preparing[:edge])
+        last = statistics.mean(preparing[-edge:])
+        lines.append(
+            f"{PREPARE} (timed in the process, no second process to compare with): "
+            f"first {edge} turns {first * 1e6:.1f} us, last {edge} {last * 1e6:.1f} us "
+            f"({last / first:.1f}x)"
+        )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> dict[str, list[float]]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--turns", type=int, default=300)
-    parser.add_argument("--conversations", type=int, default=3, help="per child process")
-    parser.add_argument("--rounds", type=int, default=2, help="child processes per variant")
+    parser.add_argument("--conversations", type=int, default=2, help="per child process")
+    parser.add_argument("--rounds", type=int, default=5, help="child processes per variant")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:

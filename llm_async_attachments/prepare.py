@@ -188,7 +188,10 @@ class _Chain:
     same message objects. A message equal to one without attachments has
     none either; one equal to a message with attachments may hold other
     attachment objects, hence the identity. Messages are held, not changed:
-    a message already sent is not edited.
+    a message already sent is not edited. Nor is a prompt's own list of them
+    (llm copies ``messages=`` into ``Prompt._explicit_messages`` and never
+    changes it): that list is kept as it is, and met again (the next turn,
+    as the last response's prompt) it is the chain read, without a look.
     """
 
     __slots__ = ("found", "marked", "messages")
@@ -199,8 +202,13 @@ class _Chain:
         self.found = found
 
     @classmethod
-    def read(cls, messages: Sequence[Any], last: _Chain | None) -> _Chain:
-        """The chain of ``messages``, read from the end of ``last`` if it starts with it."""
+    def read(cls, messages: Sequence[Any], last: _Chain | None, *, owned: bool) -> _Chain:
+        """The chain of ``messages``, read from the end of ``last`` if it starts with it.
+
+        ``owned``: ``messages`` is a prompt's own list, kept rather than copied.
+        """
+        if last is not None and messages is last.messages:
+            return last
         found, marked, start = _Found(), [], 0
         if last is not None and last.starts(messages):
             if len(messages) == len(last.messages):
@@ -212,7 +220,9 @@ class _Chain:
             if held:
                 marked.append(index)
                 found.extend(held)
-        return cls(list(messages), marked, found)
+        return cls(
+            messages if owned and isinstance(messages, list) else list(messages), marked, found
+        )
 
     def starts(self, messages: Sequence[Any]) -> bool:
         """Whether ``messages`` begins with this chain's messages, the same objects."""
@@ -322,10 +332,11 @@ def _add_prompt(found: _Found, prompt: Any, chain: _Chain | None) -> _Chain | No
     # holding the whole history. Without one, llm's Prompt.messages restates only
     # the attachments and tool results above, building new objects to do so.
     messages: Any = getattr(prompt, "_explicit_messages", _ABSENT)
-    if messages is _ABSENT:
+    owned = messages is not _ABSENT
+    if not owned:
         messages = getattr(prompt, "messages", None)
     if messages:
-        chain = _Chain.read(messages, chain)
+        chain = _Chain.read(messages, chain, owned=owned)
         found.extend(chain.found.items)
     return chain
 

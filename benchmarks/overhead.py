@@ -1,5 +1,12 @@
-"""The package's own costs: per-attachment overhead, and base64 of large content on the loop.
+"""The package's own costs: per prompt, per chunk, per attachment, and base64 on the loop.
 
+0. Per prompt and per streamed chunk, no attachments: llm-echo's async model
+   (``await model.prompt("hi").text()``) and a model streaming 1,000 chunks,
+   each in a child process per variant, alternately: llm alone
+   (``LLM_LOAD_PLUGINS=llm-echo``) and with the package loaded as the llm
+   plugin it is (the streaming model's class wrapped as the plugin wraps
+   every registered one). Medians of many prompts; the ratio is the
+   package's over llm alone's.
 1. Overhead: one small URL attachment (1 KiB, no latency) prepared 300 times in
    a row, against 300 bare ``GET``s on a warm pooled ``httpx.AsyncClient``,
    the same server (in its own process): the median difference is what the
@@ -9,14 +16,20 @@
    encodes on the loop, every call) and with this package's (encoded once,
    on a worker thread, during prepare).
 
-    .venv/bin/python -m benchmarks.overhead
+    .venv/bin/python -m benchmarks.overhead [--only-prompts]
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import json
+import os
 import statistics
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import httpx
 import llm
@@ -28,6 +41,93 @@ from tests.support.stall import measure
 
 ROUNDS = 300
 BIG = 32 * 1024 * 1024
+ROOT = Path(__file__).resolve().parent.parent
+VARIANTS = {
+    "llm alone": "llm-echo",
+    "with llm-async-attachments": "llm-echo,llm-async-attachments",
+}
+CHUNKS = 1000
+
+
+def per_prompt_child(prompts: int, streams: int) -> None:
+    """In a child process: print the median seconds per prompt and per chunk as JSON."""
+    from collections.abc import AsyncGenerator
+    from typing import Any
+
+    class Chunks(llm.AsyncModel):
+        """Streams as many one-character chunks as its prompt says."""
+
+        model_id = "chunks"
+        can_stream = True
+
+        async def execute(
+            self, prompt: Any, stream: bool, response: Any, conversation: Any = None
+        ) -> AsyncGenerator[str, None]:
+            for _ in range(int(prompt.prompt)):
+                yield "x"
+
+    llm.get_async_models()  # plugins loaded, registered classes wrapped
+    if "llm-async-attachments" in os.environ.get("LLM_LOAD_PLUGINS", ""):
+        laa.prepare_before_execute(Chunks)  # as the plugin does for registered models
+    echo, chunks = llm.get_async_model("echo"), Chunks()
+
+    async def timed(model: Any, text: str) -> float:
+        started = time.perf_counter()
+        await model.prompt(text).text()
+        return time.perf_counter() - started
+
+    async def run() -> dict[str, float]:
+        for _ in range(100):  # warm-up
+            await timed(echo, "hi")
+            await timed(chunks, "1")
+        prompt = [await timed(echo, "hi") for _ in range(prompts)]
+        one, many = [], []
+        for _ in range(streams):
+            one.append(await timed(chunks, "1"))
+            many.append(await timed(chunks, str(CHUNKS + 1)))
+        per_chunk = (statistics.median(many) - statistics.median(one)) / CHUNKS
+        return {"prompt_s": statistics.median(prompt), "chunk_s": per_chunk}
+
+    print(json.dumps(asyncio.run(run())))
+
+
+def per_prompt(rounds: int, prompts: int, streams: int) -> dict[str, dict[str, float]]:
+    """For each variant: median seconds per prompt and per chunk, best of the rounds."""
+    results: dict[str, dict[str, list[float]]] = {
+        name: {"prompt_s": [], "chunk_s": []} for name in VARIANTS
+    }
+    for _ in range(rounds):
+        for name, plugins in VARIANTS.items():
+            command = [sys.executable, "-m", "benchmarks.overhead", "--child"]
+            done = subprocess.run(
+                [*command, "--prompts", str(prompts), "--streams", str(streams)],
+                env={**os.environ, "LLM_LOAD_PLUGINS": plugins, "PYTHONPATH": str(ROOT)},
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            for key, value in json.loads(done.stdout).items():
+                results[name][key].append(value)
+    # The least disturbed round of each: the machine's other load only adds time.
+    return {name: {k: min(v) for k, v in measured.items()} for name, measured in results.items()}
+
+
+def per_prompt_report(results: dict[str, dict[str, float]]) -> str:
+    alone, ours = results["llm alone"], results["with llm-async-attachments"]
+    lines = [
+        "Per prompt and per streamed chunk, no attachments (medians):",
+        f"  {'':28} {'llm alone':>10} {'with package':>13} {'ratio':>6}",
+    ]
+    for key, name in (
+        ("prompt_s", "per prompt (llm-echo)"),
+        ("chunk_s", "per chunk (1,000 chunks)"),
+    ):
+        lines.append(
+            f"  {name:28} {alone[key] * 1e6:>8.2f}us {ours[key] * 1e6:>11.2f}us "
+            f"{ours[key] / alone[key]:>5.2f}x"
+        )
+    return "\n".join(lines)
 
 
 async def overhead(urls: list[str]) -> tuple[float, float]:
@@ -73,7 +173,21 @@ async def base64_stalls(url: str) -> dict[str, float]:
     }
 
 
-def main() -> dict:
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3, help="child processes per variant")
+    parser.add_argument("--prompts", type=int, default=3000, help="per child, per prompt")
+    parser.add_argument("--streams", type=int, default=200, help="per child, per chunk")
+    parser.add_argument("--only-prompts", action="store_true", help="only per prompt/chunk")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv if argv is not None else [])
+    if args.child:
+        per_prompt_child(args.prompts, args.streams)
+        return {}
+    prompts = per_prompt(args.rounds, args.prompts, args.streams)
+    print(per_prompt_report(prompts) + "\n", flush=True)
+    if args.only_prompts:
+        return {"per_prompt": prompts}
     llm.get_async_models()
     with SpawnedFileServer() as server:
         small = samples.sized("png", 1024)
@@ -88,8 +202,8 @@ def main() -> dict:
     print(f"base64 of a {BIG >> 20} MiB attachment, largest event-loop stall:")
     for name, stall in stalls.items():
         print(f"  {name:44} {stall:7.1f} ms")
-    return {"ours_s": ours, "bare_s": bare, "stalls": stalls}
+    return {"ours_s": ours, "bare_s": bare, "stalls": stalls, "per_prompt": prompts}
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

@@ -22,7 +22,6 @@ from .budget import human
 from .config import Config, environment_problems, get_config, variable
 from .declarations import url_support
 from .errors import AttachmentError, ConfigurationError, redact
-from .hook import _MARK
 from .prepare import PrepareSummary, prepare_attachments
 
 __all__ = ["async_attachments", "register_commands"]
@@ -103,11 +102,13 @@ def fetch(source: str) -> None:
         summary = asyncio.run(_prepare(attachment, config, sys.stderr))
     except AttachmentError as error:
         raise click.ClickException(str(error)) from None
-    size = len(attachment.content_bytes() or b"")  # prepared: no I/O
+    content: bytes | None = attachment.content_bytes()  # type: ignore[no-untyped-call]
+    kind: str | None = attachment.resolve_type()  # type: ignore[no-untyped-call]
+    size = len(content or b"")  # prepared: no I/O
     _echo_table(
         [
             ("source", redact(source)),
-            ("type", attachment.resolve_type() or "unknown"),
+            ("type", kind or "unknown"),
             ("size", f"{size} bytes" if size < 1024 else f"{human(size)} ({size} bytes)"),
             ("requests", str(summary.requests)),
             ("time", f"{summary.seconds:.3f} s"),
@@ -161,6 +162,8 @@ def _with_notes(error: BaseException) -> str:
 
 
 def _model_row(model: Any) -> tuple[str, str, str, str, str]:
+    from .hook import _MARK  # loaded with the models; llm --version need not load it
+
     takes_attachments = bool(getattr(model, "attachment_types", None))
     return (
         model.model_id,

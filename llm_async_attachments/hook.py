@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import functools
 from collections.abc import AsyncGenerator, Callable
-from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, TypeVar
 
 import llm
 
-from .guard import executing_async_model
+# The guard's mark of an async model's execution; executing_async_model() sets the
+# same, but this wrapper sets it around every chunk, where a context manager costs.
+from .guard import _executing
 from .patch import install
 from .prepare import prepare_attachments
 from .state import UNSET, peek, state_of
@@ -65,8 +66,8 @@ def prepare_before_execute(target: M) -> M:
                 _validate_without_io(self, functools.partial(validate, self), attachments)
 
             setattr(execute_method, _MARK, True)
-            target.execute = execute_method  # type: ignore[attr-defined]
-            target._validate_attachments = validate_method  # type: ignore[attr-defined]
+            target.execute = execute_method  # type: ignore[method-assign]
+            target._validate_attachments = validate_method  # type: ignore[method-assign]
         return target
     if not isinstance(target, (llm.AsyncModel, llm.AsyncKeyModel)):
         raise TypeError(f"{target!r} is not an llm async model")
@@ -123,36 +124,41 @@ async def _prepared(
         # llm's own ValueError, now without I/O. The mark is never cleared: another
         # prompt, perhaps for another model, may have deferred its check on the same
         # attachment, and checking a known type again costs nothing.
-        deferred = [a for a in prompt.attachments if getattr(peek(a), "check_type", False)]
-        validate(deferred)
+        if prompt.attachments:
+            deferred = [a for a in prompt.attachments if getattr(peek(a), "check_type", False)]
+            if deferred:
+                validate(deferred)
         if getattr(model, "supports_async_attachments", False):
             views = Views()
-            prompt = views.prompt(prompt)
+            # Earlier responses first: the prompt's message chain extends theirs.
             if "conversation" in kwargs:
                 kwargs = {**kwargs, "conversation": views.conversation(conversation)}
             elif len(args) > 2:
                 args = (*args[:2], views.conversation(conversation), *args[3:])
+            prompt = views.prompt(prompt)
     generator = execute(prompt, *args, **kwargs)
-
-    @contextmanager
-    def inside() -> Any:
-        token = _running.set(running | {key})
-        try:
-            with executing_async_model():
-                yield
-        finally:
-            _running.reset(token)
-
-    # The model's code runs only inside the context; the caller's code,
-    # between chunks, runs outside it.
+    inside = running | {key}
+    # The model's code runs inside the context (the guard's "async model
+    # execution", and this wrapper's mark); the caller's code, between chunks,
+    # runs outside it. Set and reset directly: this runs for every chunk.
+    finished = False
     try:
         while True:
-            with inside():
-                try:
-                    chunk = await anext(generator)
-                except StopAsyncIteration:
-                    return
+            marked, executing = _running.set(inside), _executing.set(True)
+            try:
+                chunk = await anext(generator)
+            except StopAsyncIteration:
+                finished = True
+                return
+            finally:
+                _executing.reset(executing)
+                _running.reset(marked)
             yield chunk
     finally:
-        with inside():
-            await generator.aclose()
+        if not finished:  # stopped early (an error, a cancel, the caller's aclose)
+            marked, executing = _running.set(inside), _executing.set(True)
+            try:
+                await generator.aclose()
+            finally:
+                _executing.reset(executing)
+                _running.reset(marked)

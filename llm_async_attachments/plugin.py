@@ -1,8 +1,11 @@
 """The llm plugin: sync-only models get an async form, and every async model prepares
 its attachments before it runs. Also the ``llm async-attachments`` commands.
 
-llm imports this module when it loads its plugins; that is when the guard goes on
-``llm.Attachment`` (importing the package itself changes nothing).
+llm imports this module when it loads its plugins, for every ``llm`` command
+(``llm --version`` too); that is when the guard goes on ``llm.Attachment``
+(importing the package itself changes nothing). So it imports only what the
+guard needs: the bridge and the hook load when llm first asks for models,
+and the HTTP layer (httpx and its transports) when a URL is first fetched.
 """
 
 from __future__ import annotations
@@ -12,10 +15,7 @@ from typing import Any
 
 import llm
 
-from .bridge import add_async_forms
 from .cli import register_commands  # noqa: F401  (llm finds the hook here)
-from .config import get_config
-from .hook import prepare_before_execute
 from .patch import install
 
 _wrapped: set[type] = set()
@@ -35,6 +35,10 @@ def register_models(register: Any, model_aliases: list[Any]) -> Generator[None, 
     bridge instance per sync-only model and one set lookup per model.
     """
     yield
+    from .bridge import add_async_forms
+    from .config import get_config
+    from .hook import prepare_before_execute
+
     # Sync llm loads plugins too (``llm models``, ``llm.get_model()``): an invalid
     # environment variable must not break it, so never raise here.
     if get_config(strict=False).bridge:

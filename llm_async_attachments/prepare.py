@@ -3,22 +3,30 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
+import sys
+import threading
 import time
-from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator
+import weakref
+from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 from . import mime
 from .budget import Budget, human
 from .config import Config, get_config
 from .declarations import url_support
-from .errors import AttachmentTooLarge, redact
+from .errors import AttachmentError, AttachmentTooLarge, redact
 from .files import read_path
-from .http import fetch_content, fetch_type
 from .offload import ON_LOOP_LIMIT, base64_text, sha256_hex
 from .pacing import PER_TURN, your_turn
 from .patch import install
 from .state import UNSET, Prepared, covers, fetch_key, single_flight, state_of
+
+if TYPE_CHECKING:
+    from .budget import Meter
+    from .http import Fetched
 
 __all__ = ["PrepareSummary", "UrlPolicy", "prepare_attachments"]
 
@@ -85,20 +93,25 @@ async def prepare_attachments(
     """
     install()  # so that llm.Attachment's sync reads find what this prepares
     started = time.perf_counter()
+    found = collect(prompt, conversation)
+    if not found:
+        return PrepareSummary(0, 0, 0, 0, time.perf_counter() - started)
     config = config or get_config()
     if model is None:
         model = getattr(prompt, "model", None)
     policy = UrlPolicy(url_support(model))
-    found = list(collect(prompt, conversation))
     run = _Run(config, policy)
-    try:
-        async with asyncio.TaskGroup() as group:
-            for index, attachment in enumerate(found):
-                if index and not index % PER_TURN:
-                    await asyncio.sleep(0)  # thousands of tasks: made a turn's worth at a time
-                group.create_task(run.prepare(attachment, need_content=True))
-    except BaseExceptionGroup as failures:
-        raise _first_failure(failures, found) from None
+    # A conversation's attachments are ready after its first turn: no task for those.
+    unready = [attachment for attachment in found if not run.ready(attachment)]
+    if unready:
+        try:
+            async with asyncio.TaskGroup() as group:
+                for index, attachment in enumerate(unready):
+                    if index and not index % PER_TURN:
+                        await asyncio.sleep(0)  # thousands of tasks: a turn's worth at a time
+                    group.create_task(run.prepare(attachment, need_content=True))
+        except BaseExceptionGroup as failures:
+            raise _first_failure(failures, found) from None
     return PrepareSummary(
         attachments=len(found),
         fetched=run.fetched,
@@ -115,33 +128,232 @@ async def prepare_one(attachment: Any, *, need_content: bool, config: Config) ->
     return state_of(attachment)
 
 
-def collect(prompt: Any, conversation: Any = None) -> Iterator[Any]:
-    """Every attachment a model may read for this prompt, each object once, in order."""
-    seen: set[int] = set()
-    sources: list[Any] = [
-        (response.prompt, response) for response in getattr(conversation, "responses", ())
-    ]
-    sources.append((prompt, None))
-    for source_prompt, response in sources:
-        for attachment in _in_prompt(source_prompt):
-            if attachment is not None and id(attachment) not in seen:
-                seen.add(id(attachment))
-                yield attachment
-        for attachment in getattr(response, "attachments", None) or ():
-            if id(attachment) not in seen:
-                seen.add(id(attachment))
-                yield attachment
+def collect(prompt: Any, conversation: Any = None) -> list[Any]:
+    """Every attachment a model may read for this prompt, each object once, in order.
+
+    The earlier responses of ``conversation`` first (each response's prompt,
+    then the attachments it produced), then ``prompt``; in a prompt, its
+    attachments, its tool results' and those of its message parts (llm >=
+    0.36 passes a conversation's whole history as the prompt's ``messages=``).
+
+    What the package adds to a turn does not grow with the conversation:
+    what finished responses hold is found once and remembered for their
+    conversation (:class:`_History`), and a message chain that extends the
+    one read last is read from where that one ended (:class:`_Chain`).
+    """
+    found = _Found()
+    responses = getattr(conversation, "responses", None) or ()
+    history = _History.of(conversation) if responses else None
+    if history is None:
+        chain = None
+        for response in responses:
+            chain = _add_response(found, response, chain)
+        _add_prompt(found, prompt, chain)
+        return found.items
+    with history.lock:
+        remembered = history.check(responses)
+        found.extend(history.found.items)
+        chain = history.chain
+        settling = True
+        for response in responses[remembered:]:
+            chain = _add_response(found, response, chain)
+            settling = settling and history.settle(response)
+            if settling:
+                history.found.extend(found.items[len(history.found.items) :])
+        history.chain = _add_prompt(found, prompt, chain)
+    return found.items
 
 
-def _in_prompt(prompt: Any) -> Iterator[Any]:
-    yield from getattr(prompt, "attachments", None) or ()
+class _Found:
+    """Attachments in the order first seen, each object once (held, so ids stay theirs)."""
+
+    __slots__ = ("ids", "items")
+
+    def __init__(self) -> None:
+        self.items: list[Any] = []
+        self.ids: set[int] = set()
+
+    def add(self, attachment: Any) -> None:
+        if attachment is not None and id(attachment) not in self.ids:
+            self.ids.add(id(attachment))
+            self.items.append(attachment)
+
+    def extend(self, attachments: Iterable[Any]) -> None:
+        for attachment in attachments:
+            self.add(attachment)
+
+
+class _Chain:
+    """A prompt's message chain as read: its messages, and what those held.
+
+    llm >= 0.36 builds each turn's chain from the last response's (its
+    messages, the same objects, then the new ones), so a chain that starts
+    with the one read last is read from where that one ended. "Starts with"
+    is checked in full, at C speed: equal messages (``==`` is identity for
+    the same object) and, where the last chain held attachments, the very
+    same message objects. A message equal to one without attachments has
+    none either; one equal to a message with attachments may hold other
+    attachment objects, hence the identity. Messages are held, not changed:
+    a message already sent is not edited. Nor is a prompt's own list of them
+    (llm copies ``messages=`` into ``Prompt._explicit_messages`` and never
+    changes it): that list is kept as it is, and met again (the next turn,
+    as the last response's prompt) it is the chain read, without a look.
+    """
+
+    __slots__ = ("found", "marked", "messages")
+
+    def __init__(self, messages: list[Any], marked: list[int], found: _Found) -> None:
+        self.messages = messages
+        self.marked = marked
+        self.found = found
+
+    @classmethod
+    def read(cls, messages: Sequence[Any], last: _Chain | None, *, owned: bool) -> _Chain:
+        """The chain of ``messages``, read from the end of ``last`` if it starts with it.
+
+        ``owned``: ``messages`` is a prompt's own list, kept rather than copied.
+        """
+        if last is not None and messages is last.messages:
+            return last
+        found, marked, start = _Found(), [], 0
+        if last is not None and last.starts(messages):
+            if len(messages) == len(last.messages):
+                return last
+            start, marked = len(last.messages), list(last.marked)
+            found.extend(last.found.items)
+        for index in range(start, len(messages)):
+            held = [a for a in _in_message(messages[index]) if a is not None]
+            if held:
+                marked.append(index)
+                found.extend(held)
+        return cls(
+            messages if owned and isinstance(messages, list) else list(messages), marked, found
+        )
+
+    def starts(self, messages: Sequence[Any]) -> bool:
+        """Whether ``messages`` begins with this chain's messages, the same objects."""
+        mine = self.messages
+        size = len(mine)
+        # A chain rebuilt from scratch fails on its last message, before any deep ==.
+        if not size or len(messages) < size or messages[size - 1] is not mine[-1]:
+            return False
+        if messages[:size] != mine:
+            return False
+        return all(messages[index] is mine[index] for index in self.marked)
+
+
+class _History:
+    """What one conversation's finished responses hold, remembered between turns.
+
+    Kept beside the conversation, never on it, and only while it lives. A
+    finished response does not change, but ``conversation.responses`` is a
+    plain list its owner may edit: every turn checks, at C speed, that the
+    list still starts with the responses remembered, the same objects (held
+    through weak proxies, equal only to their own referent), and forgets
+    them all otherwise. Attachments are remembered as objects: whether each
+    is still prepared (its fields may have changed since) is for
+    ``state_of`` to say, every turn.
+    """
+
+    __slots__ = ("chain", "found", "lock", "responses")
+
+    def __init__(self) -> None:
+        self.responses: list[Any] = []  # a weakref.proxy of each response remembered
+        self.found = _Found()
+        self.chain: _Chain | None = None
+        self.lock = threading.Lock()
+
+    @staticmethod
+    def of(conversation: Any) -> _History | None:
+        """The history of ``conversation``, made on first use (``None``: no weak references)."""
+        key = id(conversation)
+        entry = _histories.get(key)
+        if entry is not None and entry[0]() is conversation:
+            return entry[1]
+        with _histories_lock:
+            entry = _histories.get(key)
+            if entry is not None and entry[0]() is conversation:
+                return entry[1]
+            try:
+                ref = weakref.ref(conversation, lambda ref: _forget_history(key, ref))
+            except TypeError:
+                return None
+            history = _History()
+            _histories[key] = (ref, history)
+        return history
+
+    def check(self, responses: Sequence[Any]) -> int:
+        """How many of ``responses`` are remembered; forgets them all if the list was edited."""
+        count = len(self.responses)
+        if count:
+            try:
+                same = responses[:count] == self.responses
+            except ReferenceError:  # a remembered response is gone: the list was edited
+                same = False
+            if not same:
+                self.responses = []
+                self.found = _Found()
+                count = 0
+        return count
+
+    def settle(self, response: Any) -> bool:
+        """Remember ``response``, just read after those remembered, if it is finished.
+
+        A response still running (it may yet produce attachments) is read
+        again next turn, and so is every one after it. So is one whose class
+        defines its own ``==``, which the check of the list could not trust.
+        """
+        if getattr(response, "_done", False) is not True:
+            return False
+        if type(response).__eq__ is not _IDENTITY_EQ:
+            return False
+        self.responses.append(weakref.proxy(response))
+        return True
+
+
+_IDENTITY_EQ: Any = object.__eq__
+_histories: dict[int, tuple[weakref.ref[Any], _History]] = {}
+_histories_lock = threading.Lock()
+
+
+def _forget_history(key: int, ref: weakref.ref[Any]) -> None:
+    """Weakref callback: the conversation is gone, and so is its history."""
+    entry = _histories.get(key)
+    if entry is not None and entry[0] is ref:
+        _histories.pop(key, None)
+
+
+def _add_response(found: _Found, response: Any, chain: _Chain | None) -> _Chain | None:
+    chain = _add_prompt(found, getattr(response, "prompt", None), chain)
+    found.extend(getattr(response, "attachments", None) or ())
+    return chain
+
+
+def _add_prompt(found: _Found, prompt: Any, chain: _Chain | None) -> _Chain | None:
+    """Add what ``prompt`` holds; returns the chain of its messages as read (or ``chain``)."""
+    found.extend(getattr(prompt, "attachments", None) or ())
     for result in getattr(prompt, "tool_results", None) or ():
-        yield from getattr(result, "attachments", None) or ()
-    # llm >= 0.36: Message parts; an explicit messages= list carries the history.
-    for message in getattr(prompt, "messages", None) or ():
-        for part in getattr(message, "parts", ()):
-            yield getattr(part, "attachment", None)
-            yield from getattr(part, "attachments", None) or ()
+        found.extend(getattr(result, "attachments", None) or ())
+    # llm >= 0.36: an explicit messages= list, which Conversation.prompt() passes
+    # holding the whole history. Without one, llm's Prompt.messages restates only
+    # the attachments and tool results above, building new objects to do so.
+    messages: Any = getattr(prompt, "_explicit_messages", _ABSENT)
+    owned = messages is not _ABSENT
+    if not owned:
+        messages = getattr(prompt, "messages", None)
+    if messages:
+        chain = _Chain.read(messages, chain, owned=owned)
+        found.extend(chain.found.items)
+    return chain
+
+
+_ABSENT = object()
+
+
+def _in_message(message: Any) -> Iterator[Any]:
+    for part in getattr(message, "parts", None) or ():
+        yield getattr(part, "attachment", None)
+        yield from getattr(part, "attachments", None) or ()
 
 
 class UrlPolicy:
@@ -176,6 +388,13 @@ class _Run:
         self.budget = Budget(config.max_bytes, config.max_total_bytes)
         self.fetched = 0
         self.requests = 0
+
+    def ready(self, attachment: Any) -> bool:
+        """Whether ``attachment`` needs nothing from this call (a refusal is its task's)."""
+        try:
+            return self._pending(attachment, state_of(attachment), True) is None
+        except AttachmentError:
+            return False
 
     async def prepare(self, attachment: Any, *, need_content: bool) -> None:
         await your_turn()
@@ -275,6 +494,51 @@ class _Run:
                 limit=limit,
                 size=len(content),
             )
+
+
+async def fetch_type(url: str, config: Config) -> Fetched:
+    """The HTTP layer's ``fetch_type``, the layer imported first if need be (see ``_http``)."""
+    http = _http_layer or await _http()
+    fetched: Fetched = await http.fetch_type(url, config)
+    return fetched
+
+
+async def fetch_content(
+    url: str, meter: Meter, config: Config, wanted: Callable[[str | None], bool]
+) -> Fetched:
+    """The HTTP layer's ``fetch_content``, the layer imported first if need be."""
+    http = _http_layer or await _http()
+    fetched: Fetched = await http.fetch_content(url, meter, config, wanted)
+    return fetched
+
+
+# The HTTP layer imports httpx, httpcore, h11 and anyio's asyncio backend: tens of
+# milliseconds that every llm command would pay if the llm plugin imported it. It
+# is imported when a URL is first fetched instead, on a worker thread that this
+# awaits, so that the event loop goes on meanwhile. An importing thread holds the
+# GIL until another thread has waited for it for the switch interval (5 ms by
+# default), and the loop's thread would wait that long on every tick: the
+# interval is 1 ms while the import runs (once per process).
+_http_layer: ModuleType | None = None
+_http_lock = threading.Lock()
+_IMPORT_SWITCH_INTERVAL = 0.001
+
+
+async def _http() -> ModuleType:
+    return await asyncio.to_thread(_import_http)
+
+
+def _import_http() -> ModuleType:
+    global _http_layer
+    with _http_lock:
+        if _http_layer is None:
+            interval = sys.getswitchinterval()
+            sys.setswitchinterval(min(interval, _IMPORT_SWITCH_INTERVAL))
+            try:
+                _http_layer = importlib.import_module(".http", __package__)
+            finally:
+                sys.setswitchinterval(interval)
+        return _http_layer
 
 
 def _first_failure(group: BaseExceptionGroup, order: Iterable[Any]) -> BaseException:

@@ -21,6 +21,8 @@ class Views:
 
     def __init__(self) -> None:
         self._views: dict[int, tuple[Any, AsyncAttachment]] = {}
+        # The last message chain viewed: its messages, their views, where they differ.
+        self._last_chain: tuple[list[Any], list[Any], list[int]] | None = None
 
     def attachment(self, attachment: Any) -> AsyncAttachment:
         known = self._views.get(id(attachment))
@@ -31,24 +33,24 @@ class Views:
 
     def prompt(self, prompt: Any) -> Any:
         """A shallow copy of ``prompt`` whose attachments, tool results and messages are views."""
-        view = copy.copy(prompt)
+        view = _copy(prompt)
         view.attachments = [self.attachment(a) for a in prompt.attachments or ()]
         view.tool_results = [self._tool_result(r) for r in prompt.tool_results or ()]
         explicit = getattr(prompt, "_explicit_messages", None)  # llm >= 0.36, messages=
         if explicit is not None:
-            view._explicit_messages = [self._message(m) for m in explicit]
+            view._explicit_messages = self._chain(explicit)
         return view
 
     def conversation(self, conversation: Any) -> Any:
         """A shallow copy of ``conversation`` whose earlier responses hold prompt views."""
         if conversation is None:
             return None
-        view = copy.copy(conversation)
+        view = _copy(conversation)
         view.responses = [self._response(r) for r in conversation.responses]
         return view
 
     def _response(self, response: Any) -> Any:
-        view = copy.copy(response)
+        view = _copy(response)
         view.prompt = self.prompt(response.prompt)
         view.attachments = [self.attachment(a) for a in getattr(response, "attachments", ())]
         return view
@@ -60,8 +62,45 @@ class Views:
             result, attachments=[self.attachment(a) for a in result.attachments]
         )
 
+    def _chain(self, messages: list[Any]) -> list[Any]:
+        """Views of a message chain, as a new list.
+
+        With llm >= 0.36 every earlier response's prompt holds the whole chain
+        before it, and each chain starts with the one before it, the same
+        message objects: the views made for that one are reused, and only the
+        messages after it are looked at. "Starts with" is checked at C speed:
+        equal messages, and the very same objects where a view replaced one.
+        """
+        last = self._last_chain
+        if last is not None:
+            originals, views, replaced = last
+            size = len(originals)
+            if (
+                size
+                and len(messages) >= size
+                and messages[size - 1] is originals[-1]
+                and messages[:size] == originals
+                and all(messages[index] is originals[index] for index in replaced)
+            ):
+                tail = [self._message(m) for m in messages[size:]]
+                replaced = replaced + [
+                    size + index for index, m in enumerate(tail) if m is not messages[size + index]
+                ]
+                views = views + tail
+                self._last_chain = (messages, views, replaced)
+                return views
+        views = [self._message(m) for m in messages]
+        replaced = [index for index, m in enumerate(views) if m is not messages[index]]
+        # The lists are only read while the views are made, before the model runs:
+        # kept as given, they need no copies.
+        self._last_chain = (messages, views, replaced)
+        return views
+
     def _message(self, message: Any) -> Any:
-        return dataclasses.replace(message, parts=[self._part(p) for p in message.parts])
+        for part in message.parts:
+            if getattr(part, "attachment", None) is not None or getattr(part, "attachments", None):
+                return dataclasses.replace(message, parts=[self._part(p) for p in message.parts])
+        return message
 
     def _part(self, part: Any) -> Any:
         changes: dict[str, Any] = {}
@@ -70,3 +109,36 @@ class Views:
         if getattr(part, "attachments", None):
             changes["attachments"] = [self.attachment(a) for a in part.attachments]
         return dataclasses.replace(part, **changes) if changes else part
+
+
+def _copy(original: Any) -> Any:
+    """``copy.copy(original)``; for a plain class (llm's prompts, responses and
+    conversations), the same result without ``copy``'s generic machinery: a view
+    is made of every earlier response of a conversation, on every turn."""
+    cls: Any = type(original)
+    plain = _plain.get(cls)
+    if plain is None:
+        plain = _plain[cls] = _copies_plainly(cls)
+    if not plain:
+        return copy.copy(original)
+    twin = cls.__new__(cls)
+    twin.__dict__.update(original.__dict__)
+    return twin
+
+
+_plain: dict[type, bool] = {}
+
+
+def _copies_plainly(cls: Any) -> bool:
+    """Whether ``copy.copy()`` of a ``cls`` is a new instance given the same ``__dict__``."""
+    customised = ("__copy__", "__getnewargs_ex__", "__getnewargs__", "__setstate__")
+    base: Any = object
+    return (
+        not any(hasattr(cls, name) for name in customised)
+        and cls.__reduce_ex__ is base.__reduce_ex__
+        and cls.__reduce__ is base.__reduce__
+        and getattr(cls, "__getstate__", None) in (None, getattr(base, "__getstate__", None))
+        and "__dict__" in dir(cls)
+        and not any("__slots__" in vars(base) for base in cls.__mro__[:-1])
+        and cls not in copy._copy_dispatch  # type: ignore[attr-defined]
+    )

@@ -12,7 +12,7 @@ import sqlite_utils
 from llm.migrations import migrate
 
 import llm_async_attachments as laa
-from llm_async_attachments import hook
+from llm_async_attachments import guard, hook
 from llm_async_attachments.testing import samples
 from tests.support import LLM_HAS_MESSAGES
 from tests.support.models import AsyncReader, Reader
@@ -262,3 +262,49 @@ async def test_attachment_errors_surface_from_the_awaited_response(file_server):
     )
     with pytest.raises(laa.AttachmentHTTPStatusError, match="HTTP 404"):
         await response.text()
+
+
+class Watcher(llm.AsyncModel):
+    """Streams three chunks, noting whether the guard's execution mark is on each time."""
+
+    model_id = "watcher"
+    can_stream = True
+
+    def __init__(self, seen: list) -> None:
+        self.seen = seen
+
+    async def execute(self, prompt, stream, response, conversation=None):
+        try:
+            for index in range(3):
+                self.seen.append(("model", guard._executing.get()))
+                yield str(index)
+        finally:
+            self.seen.append(("model's finally", guard._executing.get()))
+
+
+async def test_the_guard_marks_the_models_code_only_not_the_callers_between_chunks():
+    seen = []
+    model = laa.prepare_before_execute(Watcher(seen))
+    async for _ in model.prompt("x"):
+        seen.append(("caller", guard._executing.get()))
+    assert seen == [
+        ("model", True),
+        ("caller", False),
+        ("model", True),
+        ("caller", False),
+        ("model", True),
+        ("caller", False),
+        ("model's finally", True),
+    ]
+    assert guard._executing.get() is False
+
+
+async def test_a_model_stopped_early_runs_its_finally_inside_the_mark():
+    seen = []
+    model = laa.prepare_before_execute(Watcher(seen))
+    prompt = llm.Prompt("x", model)
+    stream = model.execute(prompt, True, llm.AsyncResponse(prompt, model, True))
+    assert await anext(stream) == "0"
+    await stream.aclose()  # what llm does when a caller stops reading
+    assert seen == [("model", True), ("model's finally", True)]
+    assert guard._executing.get() is False and hook._running.get() == frozenset()

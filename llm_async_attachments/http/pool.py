@@ -308,9 +308,9 @@ def _first_use() -> ssl.SSLContext:
 _ssl: ssl.SSLContext | None = None
 _ssl_lock = threading.Lock()
 
-# httpx imports these on its first connection, on the event loop (~40 ms; on a
-# worker thread they would still hold the GIL). Importing them with this
-# package moves that to when llm loads its plugins.
+# httpx imports these on its first connection, on the event loop (~40 ms).
+# Imported with this module instead: on the worker thread that imports the HTTP
+# layer for the first fetch (see prepare._http), where the loop goes on meanwhile.
 for _module in ("h11", "anyio._backends._asyncio", "httpcore._backends.anyio"):
     with contextlib.suppress(ImportError):
         importlib.import_module(_module)

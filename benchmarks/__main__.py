@@ -22,7 +22,16 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from benchmarks import b1_openai, b2_fanout, b3_oversize, b4_bridge, overhead
+from benchmarks import (
+    b1_openai,
+    b2_fanout,
+    b3_oversize,
+    b4_bridge,
+    b5_files,
+    b6_turns,
+    b8_startup,
+    overhead,
+)
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 IMAGES = DOCS / "img"
@@ -82,14 +91,16 @@ def plot_b1(results: dict) -> str:
 def plot_b2(results: dict) -> str:
     figure, axes = plt.subplots(figsize=(8, 3.2), dpi=100)
     ns = sorted(results)
-    for name in b2_fanout.APPROACHES:
-        axes.plot(ns, [results[n][name][2] for n in ns], marker="o", label=name)
+    names = sorted({name for rows in results.values() for name in rows})
+    for name in names:
+        points = [(n, results[n][name].wall_s) for n in ns if name in results[n]]
+        axes.plot(*zip(*points, strict=True), marker="o", label=name)
     axes.set_xscale("log")
     axes.set_yscale("log")
-    axes.set_xlabel("URL attachments (2 MiB each, 50 ms latency)")
+    axes.set_xlabel(f"URL attachments ({b2_fanout.SIZE >> 10} KiB each, 50 ms latency)")
     axes.set_ylabel("wall time (s)")
     axes.set_title("B2: preparing N URL attachments")
-    axes.legend(fontsize=8)
+    axes.legend(fontsize=7)
     figure.tight_layout()
     path = IMAGES / "b2-fanout.png"
     figure.savefig(path)
@@ -104,6 +115,9 @@ def main() -> None:
     _, b3_text = captured(b3_oversize.main)
     _, overhead_text = captured(overhead.main)
     _, b4_text = captured(b4_bridge.run, [])
+    _, b5_text = captured(b5_files.main, [])
+    _, b6_text = captured(b6_turns.main, [])
+    _, b8_text = captured(b8_startup.main, [])
     b1_plot, b2_plot = plot_b1(b1), plot_b2(b2)
     template = (Path(__file__).parent / "report.md").read_text()
     page = template.format(
@@ -115,6 +129,9 @@ def main() -> None:
         b3=b3_text,
         overhead=overhead_text,
         b4=b4_text,
+        b5=b5_text,
+        b6=b6_text,
+        b8=b8_text,
     )
     (DOCS / "benchmarks.md").write_text(page)
     print(f"\nwrote {DOCS / 'benchmarks.md'}")

@@ -502,8 +502,8 @@ def test_bridge_settings_come_from_the_environment():
     defaults = laa.Config()
     assert (defaults.bridge, defaults.bridge_workers, defaults.bridge_model_workers) == (
         True,
-        64,
-        32,
+        512,
+        256,
     )
     assert defaults.bridge_queue_timeout is None
 

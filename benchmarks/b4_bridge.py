@@ -4,13 +4,20 @@ The same sync model (10 chunks, 20 ms of waiting each: a sync plugin that
 talks HTTP) runs through
 
 * **this package**'s bridge, default configuration;
-* **llm-all-models-async** 0.1 (its ``AsyncModelWrapper``: 4 shared threads);
+* **llm-all-models-async** 0.1 (its ``AsyncModelWrapper``, on its shared
+  executor: 4 threads as it ships);
 * a **plain asyncio.to_thread** bridge (``await asyncio.to_thread(next, ...)``
-  per chunk, on asyncio's default executor).
+  per chunk, on asyncio's default executor: ``min(32, cores + 4)`` threads).
+
+Every bridge gets a comparable pool: as many threads for the model as this
+package's defaults give one model (``bridge_model_workers``, capped by
+``bridge_workers``). The two executors are replaced by pools of that size
+whose threads are started before any clock (this package starts a thread
+per prompt, and pays for that inside its timings).
 
 Measured in one run, in one process, the same way:
 
-1. wall time and the largest event-loop stall (1 ms ticker) at 1/4/16/64
+1. wall time and the largest event-loop stall (1 ms ticker) at 1/16/64/256
    concurrent prompts, against the ideal of 10 x 20 ms;
 2. cancel-to-stop: a consumer cancelled after 3 chunks; how long until the
    sync generator stops, how many chunks it produces after the cancel, and
@@ -20,7 +27,9 @@ Measured in one run, in one process, the same way:
 4. pool size: I/O-bound prompts against CPU-bound ones (GIL-releasing
    hashing, like a local model's native code) at several pool sizes;
 5. the cost this package's ``register_models`` hook adds to every llm
-   registry call (Datasette's LLM plugin makes one per row).
+   registry call (Datasette's LLM plugin makes one per row);
+6. the memory one more concurrent prompt costs: 256 bridged prompts parked
+   in a sync model, resident memory and address space per prompt.
 
 No servers are needed. Run it (a minute or so) with:
 
@@ -31,14 +40,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
+import contextlib
 import dataclasses
 import gc
 import hashlib
+import resource
 import statistics
 import threading
 import time
 import tracemalloc
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import llm
@@ -104,9 +116,10 @@ class ToThread(llm.AsyncModel):
 
 
 def all_models_async(sync_model: Sleepy) -> llm.AsyncModel:
-    import llm_all_models_async
+    import llm_all_models_async  # type: ignore[import-untyped]
 
-    return llm_all_models_async.AsyncModelWrapper(sync_model)
+    wrapper: llm.AsyncModel = llm_all_models_async.AsyncModelWrapper(sync_model)
+    return wrapper
 
 
 BRIDGES: dict[str, Callable[[Sleepy], Any]] = {
@@ -116,11 +129,48 @@ BRIDGES: dict[str, Callable[[Sleepy], Any]] = {
 }
 
 
+def model_workers() -> int:
+    """Threads this package's bridge gives one model with its default configuration."""
+    defaults = laa.Config()
+    return min(defaults.bridge_model_workers, defaults.bridge_workers)
+
+
+async def _started(pool: concurrent.futures.ThreadPoolExecutor, workers: int) -> None:
+    barrier = threading.Barrier(workers)  # all waiting at once: every thread exists
+    loop = asyncio.get_running_loop()
+    await asyncio.gather(*(loop.run_in_executor(pool, barrier.wait) for _ in range(workers)))
+
+
+@contextlib.asynccontextmanager
+async def comparable_pools(workers: int) -> AsyncIterator[None]:
+    """The other bridges' executors, ``workers`` threads each, their threads started."""
+    import llm_all_models_async
+
+    loop = asyncio.get_running_loop()
+    to_thread = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="b4-to-thread")
+    loop.set_default_executor(to_thread)  # asyncio.run() shuts it down
+    theirs = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="b4-all-models")
+    shipped, llm_all_models_async._executor = llm_all_models_async._executor, theirs
+    await _started(to_thread, workers)
+    await _started(theirs, workers)
+    try:
+        yield
+    finally:
+        llm_all_models_async._executor = shipped
+        theirs.shutdown(wait=False)
+
+
 # --- 1. concurrency ------------------------------------------------------------------
 
 
 async def concurrency(counts: list[int]) -> None:
     print("\n## 1. Concurrent prompts (10 chunks x 20 ms each; ideal 0.20 s)\n")
+    print(
+        f"Every bridge has {model_workers()} threads for the model: this package's default "
+        "per model; llm-all-models-async's executor (4 threads as shipped) and asyncio's "
+        "default executor (min(32, cores + 4)) replaced by pools of that size, their threads "
+        "started before the clock.\n"
+    )
     print("| prompts | bridge | wall | vs ideal | largest stall | vs this package |")
     print("|---|---|---|---|---|---|")
     for n in counts:
@@ -223,13 +273,17 @@ async def pool_size() -> None:
     print("| model | prompts | model workers | wall | largest stall |")
     print("|---|---|---|---|---|")
     cpu = hashing(0.01)
-    cases = [
-        ("I/O-bound, 10 x 20 ms", 64, lambda: Sleepy(), (4, 16, 32, 64)),
+    cases: list[tuple[str, int, Callable[[], Sleepy], tuple[int, ...]]] = [
+        ("I/O-bound, 10 x 20 ms", 256, lambda: Sleepy(), (16, 32, 64, 128, 256)),
         ("CPU-bound, 5 x 10 ms", 16, lambda: Sleepy(chunks=5, work=cpu), (1, 2, 16)),
     ]
     for label, n, make, sizes in cases:
         for size in sizes:
-            laa.configure(dataclasses.replace(laa.Config(), bridge_model_workers=size))
+            total = max(size, laa.Config().bridge_workers)
+            config = dataclasses.replace(
+                laa.Config(), bridge_model_workers=size, bridge_workers=total
+            )
+            laa.configure(config)
             model = laa.bridge_model(make())
 
             async def run(model: Any = model, n: int = n) -> None:
@@ -249,6 +303,7 @@ async def pool_size() -> None:
 def registry_cost(rounds: int) -> None:
     print("\n## 5. This package's register_models hook, per llm registry call\n")
     plugin = pm.get_plugin("async_attachments")
+    assert plugin is not None, "llm's plugins are not loaded"
 
     def per_call(call: Callable[[], object], times: int = 50) -> float:
         started = time.perf_counter()
@@ -281,7 +336,10 @@ def registry_cost(rounds: int) -> None:
         installed = llm.get_models_with_aliases()
     finally:
         pm.register(plugin, name="async_attachments")
-    more = [llm.models.ModelWithAliases(Sleepy(model_id=f"m{i}"), None, []) for i in range(100)]
+    sync_only: Any = None  # llm's own entries for sync-only models have no async model
+    more = [
+        llm.models.ModelWithAliases(Sleepy(model_id=f"m{i}"), sync_only, set()) for i in range(100)
+    ]
     for entries in (installed, installed + more):
         costs = []
         for bridge in (False, True):
@@ -305,22 +363,68 @@ def registry_cost(rounds: int) -> None:
     laa.configure(laa.Config())
 
 
+# --- 6. memory per prompt ------------------------------------------------------------
+
+
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise LookupError(field)
+
+
+async def prompt_memory(n: int = 256) -> None:
+    print(f"\n## 6. Memory per concurrent prompt ({n} prompts parked in a sync model)\n")
+    gate = threading.Event()
+
+    def parked() -> None:
+        gate.wait(30)
+
+    def running() -> int:
+        return sum(thread.name == "llm-bridge[sleepy]" for thread in threading.enumerate())
+
+    model = laa.bridge_model(Sleepy(chunks=1, work=parked))
+    workers = model_workers()
+    before = _status_kib("VmRSS"), _status_kib("VmSize")
+    tasks = [asyncio.create_task(model.prompt(f"p{i}").text()) for i in range(n)]
+    try:
+        async with asyncio.timeout(30):
+            while running() < min(n, workers):  # noqa: ASYNC110 - counted across threads
+                await asyncio.sleep(0.01)
+        during = _status_kib("VmRSS"), _status_kib("VmSize")
+    finally:
+        gate.set()
+        await asyncio.gather(*tasks)
+    resident, address = ((b - a) / min(n, workers) for a, b in zip(before, during, strict=True))
+    print("| prompts running | resident memory per prompt | address space per prompt |")
+    print("|---|---|---|")
+    print(f"| {min(n, workers)} | {resident:.0f} KiB | {address / 1024:.1f} MiB |")
+    print(
+        f"\n(The address space is mostly each thread's stack, reserved at the size of "
+        f"`ulimit -s` ({resource.getrlimit(resource.RLIMIT_STACK)[0] >> 10} KiB here) "
+        "and only used as the thread touches it.)"
+    )
+
+
 async def main(counts: list[int]) -> None:
     laa.configure(laa.Config())  # the defaults, whatever the environment says
     llm.get_async_models()  # load plugins before any clock starts
-    await concurrency(counts)
-    await cancel_to_stop()
-    await slow_consumer()
+    async with comparable_pools(model_workers()):
+        await concurrency(counts)
+        await cancel_to_stop()
+        await slow_consumer()
     await pool_size()
 
 
 def run(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--n", type=int, nargs="+", default=[1, 4, 16, 64])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--n", type=int, nargs="+", default=[1, 16, 64, 256])
     parser.add_argument("--rounds", type=int, default=20, help="registry timing rounds")
     args = parser.parse_args(argv)
     asyncio.run(main(args.n))
     registry_cost(args.rounds)
+    asyncio.run(prompt_memory())
 
 
 if __name__ == "__main__":

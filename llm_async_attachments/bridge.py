@@ -36,6 +36,7 @@ import dataclasses
 import functools
 import inspect
 import itertools
+import os
 import queue
 import threading
 import weakref
@@ -98,7 +99,8 @@ def bridge_model(model: llm.Model | llm.KeyModel) -> llm.AsyncModel | llm.AsyncK
     """
     if not isinstance(model, llm.Model | llm.KeyModel):
         raise TypeError(f"{model!r} is not a sync llm model")
-    return _async_class(type(model))(model)
+    bridged: llm.AsyncModel | llm.AsyncKeyModel = _async_class(type(model))(model)
+    return bridged
 
 
 def add_async_forms(model_aliases: Iterable[Any]) -> None:
@@ -131,7 +133,8 @@ class _Bridged:
         return getattr(self._sync_model, name)
 
     def get_key(self, explicit_key: str | None = None) -> str | None:
-        return self._sync_model.get_key(explicit_key)
+        key: str | None = self._sync_model.get_key(explicit_key)
+        return key
 
     async def _run(
         self, prompt: Any, stream: bool, response: Any, conversation: Any, key: dict[str, Any]
@@ -153,14 +156,14 @@ class _Bridged:
 
 
 class _BridgedModel(_Bridged, llm.AsyncModel):
-    def execute(  # type: ignore[override]
+    def execute(  # type: ignore[override, unused-ignore]
         self, prompt: Any, stream: bool, response: Any, conversation: Any = None
     ) -> AsyncGenerator[Any, None]:
         return self._run(prompt, stream, response, conversation, {})
 
 
 class _BridgedKeyModel(_Bridged, llm.AsyncKeyModel):
-    def execute(  # type: ignore[override]
+    def execute(  # type: ignore[override, unused-ignore]
         self,
         prompt: Any,
         stream: bool,
@@ -186,7 +189,7 @@ for _name in _READ_THROUGH:
 
 
 @functools.cache
-def _async_class(sync_class: type) -> type:
+def _async_class(sync_class: type[llm.Model] | type[llm.KeyModel]) -> type[Any]:
     base = _BridgedKeyModel if issubclass(sync_class, llm.KeyModel) else _BridgedModel
     namespace = {
         "Options": sync_class.Options,
@@ -348,34 +351,65 @@ def _resolve(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
+LAUNCHERS = 4
+"""Threads that start worker threads, at most; a burst of prompts uses them all."""
+
+_LAUNCHER_NAME = "llm-bridge-launcher"
+
+
 class _Launcher:
-    """Starts worker threads from a thread of its own, never from the event loop.
+    """Starts worker threads from threads of its own, never from the event loop.
 
     ``Thread.start()`` waits until the new thread runs: 0.1 ms when idle, up to
     6 ms with dozens of threads busy on 2 cores, and a burst of 64 prompts
-    started on the loop stalled it for 10 to 80 ms.
+    started on the loop stalled it for 10 to 80 ms. One launcher starting a
+    burst of 256 threads in a row took 0.3 to 0.9 s on 2 busy cores, each
+    start waiting for the one before; a few launchers wait side by side, and
+    started the same 256 in 40 to 50 ms. The first launcher is started on
+    first use; while starts queue up behind a launcher, it starts another,
+    up to :data:`LAUNCHERS`. They are daemon threads that wait for work.
     """
 
     def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
+        # Also in a child process after fork(): the parent's launchers, their
+        # queue of the parent's prompts, and a lock one of them held, are not its own.
         self._queue: queue.SimpleQueue[tuple[threading.Thread, Callable[..., None]]]
         self._queue = queue.SimpleQueue()
         self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
 
     def launch(self, worker: threading.Thread, failed: Callable[[BaseException], None]) -> None:
         """Start ``worker`` soon, without waiting; ``failed(error)`` if it cannot start."""
         self._queue.put((worker, failed))
         with self._lock:
-            # Not alive: never started, or this is a child process after fork().
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(
-                    target=self._run, name="llm-bridge-launcher", daemon=True
-                )
-                self._thread.start()
+            # Launchers never end, so the first one is dead only in a child
+            # process after fork(), where every thread of the parent is gone.
+            if not self._threads or not self._threads[0].is_alive():
+                first = threading.Thread(target=self._run, name=_LAUNCHER_NAME, daemon=True)
+                first.start()
+                self._threads = [first]
+
+    def _grow(self) -> None:
+        """One more launcher, started from this launcher's thread, if there is room."""
+        with self._lock:
+            if len(self._threads) >= LAUNCHERS:
+                return
+            thread = threading.Thread(target=self._run, name=_LAUNCHER_NAME, daemon=True)
+            self._threads.append(thread)
+        try:  # not under the lock: launch(), on the loop, must never wait for a start
+            thread.start()
+        except RuntimeError:  # no thread to be had: the launchers running carry on
+            with self._lock:
+                self._threads.remove(thread)
 
     def _run(self) -> None:
         while True:
             worker, failed = self._queue.get()
+            if not self._queue.empty():
+                self._grow()
             try:
                 worker.start()
             except BaseException as error:  # no thread to be had: tell its consumer
@@ -383,6 +417,8 @@ class _Launcher:
 
 
 _LAUNCHER = _Launcher()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_LAUNCHER._reset)
 
 
 # --- the worker slots, shared by every event loop in the process ----------------------

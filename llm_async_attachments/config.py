@@ -292,19 +292,20 @@ class Config:
         ),
     )
     bridge_workers: int = field(
-        default=64,
+        default=512,
         metadata=_setting(
             COUNT,
-            "Bridged sync prompts that run at once in the process, all models "
-            "together; more wait their turn without blocking the event loop.",
+            "Bridged sync prompts that run at once in the process, all models together, a "
+            "thread each (about 20 KiB); more wait their turn without blocking the event loop.",
         ),
     )
     bridge_model_workers: int = field(
-        default=32,
+        default=256,
         metadata=_setting(
             COUNT,
-            "Bridged sync prompts of one model that run at once, so one model "
-            "cannot take every worker; 1 suits a local model that saturates a CPU or GPU.",
+            "Bridged sync prompts of one model that run at once, so one model cannot take "
+            "every worker; sized for models that wait on the network: set 1, or the number "
+            "of cores, for a local model that saturates a CPU or GPU.",
         ),
     )
     bridge_queue_timeout: float | None = field(

@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import gc
 import json
+import multiprocessing
 import threading
 import traceback
 import tracemalloc
@@ -18,7 +19,7 @@ from llm.plugins import pm
 from pydantic import ValidationError
 
 import llm_async_attachments as laa
-from llm_async_attachments.bridge import BUFFER
+from llm_async_attachments.bridge import BUFFER, LAUNCHERS
 from llm_async_attachments.testing import samples
 from tests.support import LLM_HAS_MESSAGES
 from tests.support.sync_models import Recorder, SyncModels, Ticker
@@ -203,11 +204,14 @@ async def test_one_models_long_prompts_leave_room_for_another_model():
     long, short = Ticker("long"), Ticker("short")
     model = laa.bridge_model(long)
     flood = [asyncio.create_task(model.prompt(f"l{i}", gated=True).text()) for i in range(4)]
-    await until(lambda: waiting() == 2)
-    assert await laa.bridge_model(short).prompt("s").text() == "0 1 2 "  # while 4 long ones wait
-    assert long.peak == 2
-    long.gate.set()
-    await asyncio.gather(*flood)
+    try:
+        await until(lambda: waiting() == 2 and long.running == 2)
+        # While two long prompts run and two wait:
+        assert await laa.bridge_model(short).prompt("s").text() == "0 1 2 "
+        assert long.peak == 2
+    finally:
+        long.gate.set()
+        await asyncio.gather(*flood)
 
 
 async def test_a_free_worker_goes_to_the_model_served_least_recently():
@@ -265,6 +269,41 @@ async def test_a_worker_that_cannot_start_fails_its_prompt_and_frees_its_slot(mo
         async with asyncio.timeout(10):  # not a hang
             await laa.bridge_model(Ticker("refused")).prompt("x").text()
     assert await laa.bridge_model(Ticker()).prompt("x").text() == "0 1 2 "
+
+
+async def test_a_burst_of_prompts_is_started_by_a_few_launcher_threads():
+    use(bridge_workers=64, bridge_model_workers=64)
+    sync = Ticker()
+    model = laa.bridge_model(sync)
+    texts = await asyncio.gather(
+        *(model.prompt(f"p{i}", chunks=2, delay=0.05).text() for i in range(64))
+    )
+    assert texts == ["0 1 "] * 64
+    assert sync.peak > 1
+    launchers = [t for t in threading.enumerate() if t.name == "llm-bridge-launcher"]
+    assert 1 <= len(launchers) <= LAUNCHERS
+    assert all(launcher.daemon for launcher in launchers)
+
+
+def test_a_child_process_after_fork_starts_bridge_workers_of_its_own():
+    assert asyncio.run(laa.bridge_model(Ticker()).prompt("x").text()) == "0 1 2 "
+    context = multiprocessing.get_context("fork")
+    reader, writer = context.Pipe(duplex=False)
+
+    def child() -> None:
+        try:
+            writer.send(asyncio.run(laa.bridge_model(Ticker()).prompt("x").text()))
+        except BaseException as error:
+            writer.send(repr(error))
+
+    process = context.Process(target=child)
+    process.start()
+    try:
+        assert reader.poll(30), "the child's prompt did not finish"
+        assert reader.recv() == "0 1 2 "
+    finally:
+        process.join(10)
+    assert process.exitcode == 0
 
 
 # --- cancellation --------------------------------------------------------------------
@@ -463,8 +502,8 @@ def test_bridge_settings_come_from_the_environment():
     defaults = laa.Config()
     assert (defaults.bridge, defaults.bridge_workers, defaults.bridge_model_workers) == (
         True,
-        64,
-        32,
+        512,
+        256,
     )
     assert defaults.bridge_queue_timeout is None
 

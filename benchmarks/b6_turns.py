@@ -158,8 +158,8 @@ def report(results: dict[str, list[float]]) -> str:
     ]
 
     def growth(times: list[float]) -> str:
-        first = statistics.mean(times[:edge])
-        last = statistics.mean(times[-edge:])
+        first = statistics.median(times[:edge])
+        last = statistics.median(times[-edge:])
         return f"{last / first:.1f}x" if first > 0 else "n/a"
 
     for way, suffix in (("separate processes", ""), ("one process, interleaved", SAME)):
@@ -180,12 +180,13 @@ def report(results: dict[str, list[float]]) -> str:
         lines += [
             f"{'all':>6} {total_alone * 1e3:>11.2f}ms {total_ours * 1e3:>14.2f}ms "
             f"{(total_ours - total_alone) * 1e3:>7.2f}ms {total_ours / total_alone:>5.2f}x",
-            f"growth, last {edge} turns / first {edge}: llm alone {growth(alone)}, "
+            f"growth, median of the last {edge} turns / of the first {edge}: "
+            f"llm alone {growth(alone)}, "
             f"with package {growth(ours)}, the package's share {growth(added)}",
         ]
     preparing = results[PREPARE]
-    first = statistics.mean(preparing[:edge])
-    last = statistics.mean(preparing[-edge:])
+    first = statistics.median(preparing[:edge])
+    last = statistics.median(preparing[-edge:])
     lines += [
         "",
         f"{PREPARE}, timed inside the process: first {edge} turns {first * 1e6:.1f} us, "

@@ -1,12 +1,15 @@
 """The package's own costs: per prompt, per chunk, per attachment, and base64 on the loop.
 
 0. Per prompt and per streamed chunk, no attachments: llm-echo's async model
-   (``await model.prompt("hi").text()``) and a model streaming 1,000 chunks,
-   each in a child process per variant, alternately: llm alone
-   (``LLM_LOAD_PLUGINS=llm-echo``) and with the package loaded as the llm
-   plugin it is (the streaming model's class wrapped as the plugin wraps
-   every registered one). Medians of many prompts; the ratio is the
-   package's over llm alone's.
+   (``await model.prompt("hi").text()``) and a model streaming 1,000 chunks.
+   Measured two ways. In a child process per variant, alternately: llm
+   alone (``LLM_LOAD_PLUGINS=llm-echo``) and with the package loaded as the
+   llm plugin it is (the streaming model's class wrapped as the plugin wraps
+   every registered one). And in one child process, prompt by prompt: the
+   same classes with their methods unwrapped against wrapped, so that load
+   from elsewhere on the machine falls on both alike. Medians of short
+   batches, the least disturbed batch of each; the ratio is the package's
+   over llm alone's.
 1. Overhead: one small URL attachment (1 KiB, no latency) prepared 300 times in
    a row, against 300 bare ``GET``s on a warm pooled ``httpx.AsyncClient``,
    the same server (in its own process): the median difference is what the
@@ -29,7 +32,9 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import AsyncGenerator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import llm
@@ -47,86 +52,151 @@ VARIANTS = {
     "with llm-async-attachments": "llm-echo,llm-async-attachments",
 }
 CHUNKS = 1000
+BATCH = 200  # prompts
+STREAM_BATCH = 10  # streams of CHUNKS chunks
 
 
-def per_prompt_child(prompts: int, streams: int) -> None:
-    """In a child process: print the median seconds per prompt and per chunk as JSON."""
-    from collections.abc import AsyncGenerator
-    from typing import Any
+class Chunks(llm.AsyncModel):
+    """Streams as many one-character chunks as its prompt says."""
 
-    class Chunks(llm.AsyncModel):
-        """Streams as many one-character chunks as its prompt says."""
+    model_id = "chunks"
+    can_stream = True
 
-        model_id = "chunks"
-        can_stream = True
+    async def execute(
+        self, prompt: Any, stream: bool, response: Any, conversation: Any = None
+    ) -> AsyncGenerator[str, None]:
+        for _ in range(int(prompt.prompt)):
+            yield "x"
 
-        async def execute(
-            self, prompt: Any, stream: bool, response: Any, conversation: Any = None
-        ) -> AsyncGenerator[str, None]:
-            for _ in range(int(prompt.prompt)):
-                yield "x"
 
-    llm.get_async_models()  # plugins loaded, registered classes wrapped
-    if "llm-async-attachments" in os.environ.get("LLM_LOAD_PLUGINS", ""):
-        laa.prepare_before_execute(Chunks)  # as the plugin does for registered models
-    echo, chunks = llm.get_async_model("echo"), Chunks()
+async def timed(model: Any, text: str) -> float:
+    started = time.perf_counter()
+    await model.prompt(text).text()
+    return time.perf_counter() - started
 
-    async def timed(model: Any, text: str) -> float:
-        started = time.perf_counter()
-        await model.prompt(text).text()
-        return time.perf_counter() - started
 
-    async def run() -> dict[str, float]:
-        for _ in range(100):  # warm-up
+async def batches(pairs: dict[str, tuple[Any, Any]], prompts: int, streams: int) -> dict:
+    """For each named (echo, chunks) pair, interleaved prompt by prompt: the median
+    seconds per prompt of each short batch and the median per chunk of each batch of
+    streams, the least disturbed batch kept (other load comes and goes, and only adds)."""
+    for _ in range(100):  # warm-up
+        for echo, chunks in pairs.values():
             await timed(echo, "hi")
             await timed(chunks, "1")
-        prompt = [await timed(echo, "hi") for _ in range(prompts)]
-        one, many = [], []
-        for _ in range(streams):
-            one.append(await timed(chunks, "1"))
-            many.append(await timed(chunks, str(CHUNKS + 1)))
-        per_chunk = (statistics.median(many) - statistics.median(one)) / CHUNKS
-        return {"prompt_s": statistics.median(prompt), "chunk_s": per_chunk}
-
-    print(json.dumps(asyncio.run(run())))
-
-
-def per_prompt(rounds: int, prompts: int, streams: int) -> dict[str, dict[str, float]]:
-    """For each variant: median seconds per prompt and per chunk, best of the rounds."""
-    results: dict[str, dict[str, list[float]]] = {
-        name: {"prompt_s": [], "chunk_s": []} for name in VARIANTS
+    per_prompt: dict[str, list[float]] = {name: [] for name in pairs}
+    for _ in range(max(1, prompts // BATCH)):
+        times: dict[str, list[float]] = {name: [] for name in pairs}
+        for _ in range(BATCH):
+            for name, (echo, _) in pairs.items():
+                times[name].append(await timed(echo, "hi"))
+        for name in pairs:
+            per_prompt[name].append(statistics.median(times[name]))
+    per_chunk: dict[str, list[float]] = {name: [] for name in pairs}
+    for _ in range(max(1, streams // STREAM_BATCH)):
+        one: dict[str, list[float]] = {name: [] for name in pairs}
+        many: dict[str, list[float]] = {name: [] for name in pairs}
+        for _ in range(STREAM_BATCH):
+            for name, (_, chunks) in pairs.items():
+                one[name].append(await timed(chunks, "1"))
+                many[name].append(await timed(chunks, str(CHUNKS + 1)))
+        for name in pairs:
+            gap = statistics.median(many[name]) - statistics.median(one[name])
+            per_chunk[name].append(gap / CHUNKS)
+    return {
+        name: {"prompt_s": min(per_prompt[name]), "chunk_s": min(per_chunk[name])} for name in pairs
     }
+
+
+def per_prompt_child(prompts: int, streams: int, interleaved: bool) -> None:
+    """In a child process: print seconds per prompt and per chunk as JSON.
+
+    ``interleaved`` (the package loaded): llm's own echo class with its
+    methods unwrapped, and a plain streaming model, against the same wrapped
+    as the plugin wraps them, prompt by prompt in this one process.
+    Otherwise the models of this process, as its ``LLM_LOAD_PLUGINS`` made them.
+    """
+    llm.get_async_models()  # plugins loaded, registered classes wrapped
+    loaded = "llm-async-attachments" in os.environ.get("LLM_LOAD_PLUGINS", "")
+    echo = llm.get_async_model("echo")
+    if not loaded:  # llm alone: nothing of the package is imported or called
+        print(
+            json.dumps(asyncio.run(batches({"here": (echo, Chunks())}, prompts, streams))["here"])
+        )
+        return
+    wrapped_chunks = laa.prepare_before_execute(type("WrappedChunks", (Chunks,), {}))()
+    if not interleaved:
+        pair = (echo, wrapped_chunks)
+        print(json.dumps(asyncio.run(batches({"here": pair}, prompts, streams))["here"]))
+        return
+    wrapped = type(echo)
+    alone = type(
+        "Alone",
+        (wrapped,),
+        {
+            "execute": wrapped.execute.__wrapped__,
+            "_validate_attachments": wrapped._validate_attachments.__wrapped__,
+        },
+    )
+    pairs = {"llm alone": (alone(), Chunks()), "with llm-async-attachments": (echo, wrapped_chunks)}
+    print(json.dumps(asyncio.run(batches(pairs, prompts, streams))))
+
+
+def per_prompt(rounds: int, prompts: int, streams: int) -> dict[str, dict[str, dict[str, float]]]:
+    """Seconds per prompt and per chunk for each variant, measured two ways (the least
+    disturbed round of each): in separate processes, and interleaved in one."""
+    results: dict[str, dict[str, dict[str, list[float]]]] = {
+        way: {name: {"prompt_s": [], "chunk_s": []} for name in VARIANTS} for way in WAYS
+    }
+    command = [sys.executable, "-m", "benchmarks.overhead", "--child", "--prompts", str(prompts)]
+    command += ["--streams", str(streams)]
     for _ in range(rounds):
         for name, plugins in VARIANTS.items():
-            command = [sys.executable, "-m", "benchmarks.overhead", "--child"]
-            done = subprocess.run(
-                [*command, "--prompts", str(prompts), "--streams", str(streams)],
-                env={**os.environ, "LLM_LOAD_PLUGINS": plugins, "PYTHONPATH": str(ROOT)},
-                cwd=ROOT,
-                capture_output=True,
-                text=True,
-                check=True,
-            )
-            for key, value in json.loads(done.stdout).items():
-                results[name][key].append(value)
-    # The least disturbed round of each: the machine's other load only adds time.
-    return {name: {k: min(v) for k, v in measured.items()} for name, measured in results.items()}
-
-
-def per_prompt_report(results: dict[str, dict[str, float]]) -> str:
-    alone, ours = results["llm alone"], results["with llm-async-attachments"]
-    lines = [
-        "Per prompt and per streamed chunk, no attachments (medians):",
-        f"  {'':28} {'llm alone':>10} {'with package':>13} {'ratio':>6}",
-    ]
-    for key, name in (
-        ("prompt_s", "per prompt (llm-echo)"),
-        ("chunk_s", "per chunk (1,000 chunks)"),
-    ):
-        lines.append(
-            f"  {name:28} {alone[key] * 1e6:>8.2f}us {ours[key] * 1e6:>11.2f}us "
-            f"{ours[key] / alone[key]:>5.2f}x"
+            measured = json.loads(spawn(command, plugins))
+            for key, value in measured.items():
+                results[WAYS[0]][name][key].append(value)
+        both = json.loads(
+            spawn([*command, "--interleaved"], VARIANTS["with llm-async-attachments"])
         )
+        for name, measured in both.items():
+            for key, value in measured.items():
+                results[WAYS[1]][name][key].append(value)
+    return {
+        way: {name: {k: min(v) for k, v in found.items()} for name, found in variants.items()}
+        for way, variants in results.items()
+    }
+
+
+WAYS = (
+    "separate processes (llm alone: the package not loaded)",
+    "one process, interleaved (llm alone: the same classes unwrapped)",
+)
+
+
+def spawn(command: list[str], plugins: str) -> str:
+    done = subprocess.run(
+        command,
+        env={**os.environ, "LLM_LOAD_PLUGINS": plugins, "PYTHONPATH": str(ROOT)},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return done.stdout
+
+
+def per_prompt_report(results: dict[str, dict[str, dict[str, float]]]) -> str:
+    lines = ["Per prompt and per streamed chunk, no attachments (medians of batches):"]
+    for way, variants in results.items():
+        alone, ours = variants["llm alone"], variants["with llm-async-attachments"]
+        lines += [f"  {way}", f"    {'':28} {'llm alone':>10} {'with package':>13} {'ratio':>6}"]
+        for key, name in (
+            ("prompt_s", "per prompt (llm-echo)"),
+            ("chunk_s", "per chunk (1,000 chunks)"),
+        ):
+            lines.append(
+                f"    {name:28} {alone[key] * 1e6:>8.2f}us {ours[key] * 1e6:>11.2f}us "
+                f"{ours[key] / alone[key]:>5.2f}x"
+            )
     return "\n".join(lines)
 
 
@@ -180,9 +250,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--streams", type=int, default=200, help="per child, per chunk")
     parser.add_argument("--only-prompts", action="store_true", help="only per prompt/chunk")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--interleaved", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv if argv is not None else [])
     if args.child:
-        per_prompt_child(args.prompts, args.streams)
+        per_prompt_child(args.prompts, args.streams, args.interleaved)
         return {}
     prompts = per_prompt(args.rounds, args.prompts, args.streams)
     print(per_prompt_report(prompts) + "\n", flush=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import importlib
 import sys
 import threading
@@ -153,7 +154,8 @@ def collect(prompt: Any, conversation: Any = None) -> list[Any]:
     with history.lock:
         remembered = history.check(responses)
         found.extend(history.found.items)
-        chain = history.chain
+        # Reading uses the chain up; it is history's again only once all went well.
+        chain, history.chain = history.chain, None
         settling = True
         for response in responses[remembered:]:
             chain = _add_response(found, response, chain)
@@ -189,21 +191,27 @@ class _Chain:
     llm >= 0.36 builds each turn's chain from the last response's (its
     messages, the same objects, then the new ones), so a chain that starts
     with the one read last is read from where that one ended. "Starts with"
-    is checked in full, at C speed: equal messages (``==`` is identity for
-    the same object) and, where the last chain held attachments, the very
-    same message objects. A message equal to one without attachments has
-    none either; one equal to a message with attachments may hold other
-    attachment objects, hence the identity. Messages are held, not changed:
-    a message already sent is not edited. Nor is a prompt's own list of them
-    (llm copies ``messages=`` into ``Prompt._explicit_messages`` and never
-    changes it): that list is kept as it is, and met again (the next turn,
-    as the last response's prompt) it is the chain read, without a look.
+    is checked in full, at C speed, without touching the messages themselves
+    (a slice or a copy would touch every one, and a long conversation's are
+    no longer in the CPU's caches): the list read last is extended with the
+    new messages, in place, and compared with the new chain whole (``==``
+    passes over the same objects unread). Where the last chain held
+    attachments the very same message objects are required: a message equal
+    to one without attachments has none either, but one equal to a message
+    with attachments may hold other attachment objects. Messages are held,
+    never changed: a message already sent is not edited. Nor is a prompt's
+    own list of them (llm copies ``messages=`` into
+    ``Prompt._explicit_messages`` and never changes it): met again (the next
+    turn, as the last response's prompt), it is the chain read, unlooked at.
     """
 
-    __slots__ = ("found", "marked", "messages")
+    __slots__ = ("found", "marked", "messages", "source")
 
-    def __init__(self, messages: list[Any], marked: list[int], found: _Found) -> None:
-        self.messages = messages
+    def __init__(
+        self, source: object, messages: list[Any], marked: list[int], found: _Found
+    ) -> None:
+        self.source = source  # the prompt's own list, or None
+        self.messages = messages  # a list of this chain's own, of the same messages
         self.marked = marked
         self.found = found
 
@@ -211,35 +219,40 @@ class _Chain:
     def read(cls, messages: Sequence[Any], last: _Chain | None, *, owned: bool) -> _Chain:
         """The chain of ``messages``, read from the end of ``last`` if it starts with it.
 
-        ``owned``: ``messages`` is a prompt's own list, kept rather than copied.
+        ``owned``: ``messages`` is a prompt's own list, which never changes.
+        ``last`` is used up: its list may become the new chain's.
         """
-        if last is not None and messages is last.messages:
+        if last is not None and owned and messages is last.source:
             return last
-        found, marked, start = _Found(), [], 0
-        if last is not None and last.starts(messages):
-            if len(messages) == len(last.messages):
-                return last
-            start, marked = len(last.messages), list(last.marked)
+        found, marked = _Found(), []
+        start = last.extend_to(messages) if last is not None else None
+        if last is not None and start is not None:
+            mine, marked = last.messages, list(last.marked)
             found.extend(last.found.items)
+        else:
+            mine, start = list(messages), 0
         for index in range(start, len(messages)):
             held = [a for a in _in_message(messages[index]) if a is not None]
             if held:
                 marked.append(index)
                 found.extend(held)
-        return cls(
-            messages if owned and isinstance(messages, list) else list(messages), marked, found
-        )
+        return cls(messages if owned else None, mine, marked, found)
 
-    def starts(self, messages: Sequence[Any]) -> bool:
-        """Whether ``messages`` begins with this chain's messages, the same objects."""
+    def extend_to(self, messages: Sequence[Any]) -> int | None:
+        """If ``messages`` starts with this chain's messages, the same objects, extend
+        this chain's list to them and return its size before; else ``None``, unchanged."""
         mine = self.messages
         size = len(mine)
         # A chain rebuilt from scratch fails on its last message, before any deep ==.
-        if not size or len(messages) < size or messages[size - 1] is not mine[-1]:
-            return False
-        if messages[:size] != mine:
-            return False
-        return all(messages[index] is mine[index] for index in self.marked)
+        if type(messages) is not list or not size or len(messages) < size:
+            return None
+        if messages[size - 1] is not mine[-1]:
+            return None
+        mine.extend(messages[size:])
+        if messages == mine and all(messages[index] is mine[index] for index in self.marked):
+            return size
+        del mine[size:]
+        return None
 
 
 class _History:
@@ -248,11 +261,20 @@ class _History:
     Kept beside the conversation, never on it, and only while it lives. A
     finished response does not change, but ``conversation.responses`` is a
     plain list its owner may edit: every turn checks, at C speed, that the
-    list still starts with the responses remembered, the same objects (held
-    through weak proxies, equal only to their own referent), and forgets
-    them all otherwise. Attachments are remembered as objects: whether each
-    is still prepared (its fields may have changed since) is for
-    ``state_of`` to say, every turn.
+    list still starts with the responses remembered, the same objects, and
+    forgets them all otherwise. Attachments are remembered as objects:
+    whether each is still prepared (its fields may have changed since) is
+    for ``state_of`` to say, every turn.
+
+    The responses are remembered twice. Through weak proxies (equal only to
+    their own referent), which keep nothing alive but make the check touch
+    every response; and in a plain list, with which the check touches none
+    (see ``_Chain``: the list is extended with the new responses and
+    compared whole). A response refers to its conversation, so that list
+    would keep the conversation alive: every list is let go whenever the
+    garbage collector starts, which is the only way a conversation with
+    responses is ever freed (it is a reference cycle), and is made again from
+    the proxies the next turn.
     """
 
     __slots__ = ("chain", "found", "lock", "responses")
@@ -285,15 +307,25 @@ class _History:
     def check(self, responses: Sequence[Any]) -> int:
         """How many of ``responses`` are remembered; forgets them all if the list was edited."""
         count = len(self.responses)
-        if count:
+        if not count:
+            return 0
+        held = _held.get(id(self))
+        if held is not None and type(responses) is list and len(responses) >= count:
+            held.extend(responses[count:])  # only the new responses are touched
+            same = responses == held
+            del held[count:]
+        else:
             try:
                 same = responses[:count] == self.responses
             except ReferenceError:  # a remembered response is gone: the list was edited
                 same = False
-            if not same:
-                self.responses = []
-                self.found = _Found()
-                count = 0
+            if same:
+                _hold(self, list(responses[:count]))
+        if not same:
+            self.responses = []
+            self.found = _Found()
+            _held.pop(id(self), None)
+            return 0
         return count
 
     def settle(self, response: Any) -> bool:
@@ -308,12 +340,30 @@ class _History:
         if type(response).__eq__ is not _IDENTITY_EQ:
             return False
         self.responses.append(weakref.proxy(response))
+        held = _held.get(id(self))
+        if held is not None:
+            held.append(response)
         return True
 
 
 _IDENTITY_EQ: Any = object.__eq__
 _histories: dict[int, tuple[weakref.ref[Any], _History]] = {}
 _histories_lock = threading.Lock()
+# Each history's responses, held (see _History): emptied whenever the collector starts.
+_held: dict[int, list[Any]] = {}
+
+
+def _hold(history: _History, responses: list[Any]) -> None:
+    if _let_go not in gc.callbacks:
+        gc.callbacks.append(_let_go)
+    _held[id(history)] = responses
+
+
+def _let_go(phase: str, info: dict[str, int]) -> None:
+    """Garbage collector callback: before a collection, let go of every response held,
+    so that what the collection would free without this package, it frees."""
+    if phase == "start":
+        _held.clear()
 
 
 def _forget_history(key: int, ref: weakref.ref[Any]) -> None:
@@ -321,6 +371,7 @@ def _forget_history(key: int, ref: weakref.ref[Any]) -> None:
     entry = _histories.get(key)
     if entry is not None and entry[0] is ref:
         _histories.pop(key, None)
+        _held.pop(id(entry[1]), None)
 
 
 def _add_response(found: _Found, response: Any, chain: _Chain | None) -> _Chain | None:

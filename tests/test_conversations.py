@@ -9,6 +9,7 @@ and check that nothing it remembers keeps a conversation alive.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import random
@@ -83,27 +84,50 @@ async def test_every_turn_finds_what_every_earlier_turn_holds(echo):
     assert len(found) == 5
 
 
-async def test_edits_of_the_responses_list_are_seen_at_once(echo):
+@pytest.mark.parametrize("collector", ["off", "before every step"])
+async def test_edits_of_the_responses_list_are_seen_at_once(echo, collector):
+    """Checked against the responses held (the collector off), and against the weak
+    proxies alone (every collection, of the youngest objects here to keep it quick,
+    lets go of what was held)."""
     conversation, elsewhere = echo.conversation(), echo.conversation()
     spare = [await turn(elsewhere, f"spare {i}", png()) for i in range(4)]
     rng = random.Random(12)
-    for step in range(60):
-        responses = conversation.responses
-        edit = rng.choice(["turn", "turn", "pop", "insert", "replace", "reverse", "new list"])
-        if edit == "turn" or not responses:
-            await turn(conversation, f"step {step}", *([png()] if rng.random() < 0.5 else []))
-        elif edit == "pop":
-            responses.pop(rng.randrange(len(responses)))
-        elif edit == "insert":
-            responses.insert(rng.randrange(len(responses) + 1), rng.choice(spare))
-        elif edit == "replace":
-            responses[rng.randrange(len(responses))] = rng.choice(spare)
-        elif edit == "reverse":
-            responses.reverse()
-        else:
-            conversation.responses = list(responses[: len(responses) // 2])
-        prompt = llm.Prompt("now", echo, attachments=[png()])
-        assert same(prepare.collect(prompt, conversation), every_attachment(prompt, conversation))
+    held = []
+    with collector_off() if collector == "off" else contextlib.nullcontext():
+        for step in range(60):
+            if collector != "off":
+                gc.collect(0)
+            held.append(bool(prepare._held))  # what the step's check will use
+            await one_edit(rng, echo, conversation, spare, step)
+    assert any(held) if collector == "off" else not any(held)
+
+
+async def one_edit(rng, echo, conversation, spare, step):
+    responses = conversation.responses
+    edit = rng.choice(["turn", "turn", "pop", "insert", "replace", "reverse", "new list"])
+    if edit == "turn" or not responses:
+        await turn(conversation, f"step {step}", *([png()] if rng.random() < 0.5 else []))
+    elif edit == "pop":
+        responses.pop(rng.randrange(len(responses)))
+    elif edit == "insert":
+        responses.insert(rng.randrange(len(responses) + 1), rng.choice(spare))
+    elif edit == "replace":
+        responses[rng.randrange(len(responses))] = rng.choice(spare)
+    elif edit == "reverse":
+        responses.reverse()
+    else:
+        conversation.responses = list(responses[: len(responses) // 2])
+    prompt = llm.Prompt("now", echo, attachments=[png()])
+    assert same(prepare.collect(prompt, conversation), every_attachment(prompt, conversation))
+
+
+@contextlib.contextmanager
+def collector_off():
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 async def test_a_response_still_running_is_read_again_next_turn(echo):
@@ -165,7 +189,7 @@ async def test_a_shared_history_is_read_from_where_it_was_read_last(echo):
     prepare.collect(following, conversation)
     assert len(history.responses) == 5
     assert history.chain is not last_chain
-    assert history.chain.messages[: len(last_chain.messages)] == last_chain.messages
+    assert history.chain.messages is last_chain.messages  # extended, not read again
     assert history.chain.marked == last_chain.marked  # the new turn added no attachment
 
 

@@ -100,7 +100,7 @@ async def read_path(path: str, meter: Meter, *, sniff: bool = False) -> FileCont
     the total cap before the call fails.
     """
     loop = asyncio.get_running_loop()
-    async with await _slots.get():
+    async with _slots.running_value() or await _slots.get():
         read = await loop.run_in_executor(None, _read_file, path, lambda: meter.room, sniff)
     if read.size is not None:
         meter.declare(read.size, "file size")

@@ -22,7 +22,6 @@ import asyncio
 import hashlib
 import os
 import stat
-import threading
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -53,13 +52,6 @@ async def _new_slots() -> asyncio.Semaphore:
 
 
 _slots: PerLoop[asyncio.Semaphore] = PerLoop(_new_slots)
-
-# Sniffing is pure Python and holds the GIL (about 0.5 ms a file): with every
-# worker sniffing at once the loop's thread would queue behind them all for
-# the GIL. One sniff at a time in the process keeps that wait to one sniff;
-# the others wait for this lock with the GIL released. Sniffs run one at a
-# time under the GIL anyway, so throughput is the same.
-_sniffing = threading.Lock()
 
 
 class FileContent(NamedTuple):
@@ -149,10 +141,7 @@ def _read_file(path: str, room: Callable[[], int], sniff: bool) -> _Read:
         return _Read(size, count, None, "", None)  # stopped at a cap: never joined
     content = chunks[0] if len(chunks) == 1 else b"".join(chunks)
     digest = hashlib.sha256(content).hexdigest()
-    content_type = None
-    if sniff:
-        with _sniffing:
-            content_type = mime.sniff(content, filename=path)
+    content_type = mime.sniff(content, filename=path) if sniff else None
     return _Read(size, count, content, digest, content_type)
 
 

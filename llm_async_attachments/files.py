@@ -10,7 +10,7 @@ touches the content.
 The GIL: ``os.read`` and ``hashlib`` release it (hashlib for any input over
 2 KiB), so a worker reading or hashing a large file leaves the loop free to
 run. What holds it is bounded whatever the file's size: the sniff looks at
-the first 36 KiB and last 516 bytes only (about 0.5 ms), and only a file
+the first 36 KiB and last 516 bytes only (0.5 to 0.9 ms), and only a file
 that is not read in one go (one that grows while read, or a device) is
 joined from its pieces. Base64 text for large content is not made here:
 that holds the GIL throughout, and runs on :mod:`.offload`'s one lane per loop.
@@ -22,7 +22,6 @@ import asyncio
 import hashlib
 import os
 import stat
-import threading
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -44,7 +43,10 @@ JOBS = min(32, (os.cpu_count() or 1) + 4)
 As many as asyncio's default executor, which runs them, has threads (Python's
 own size for I/O-bound work): more would only queue there, in front of the
 application's own ``to_thread()`` calls and DNS lookups; and at most this
-many files are in memory beyond the total cap (see :func:`read_path`).
+many files are in memory beyond the total cap (see :func:`read_path`). Handing
+300 files to the executor at once took as long and doubled the largest loop
+stall (a median of 64 ms against 29 ms on 2 busy cores): every submission ran
+in the loop's first iteration.
 """
 
 
@@ -53,13 +55,6 @@ async def _new_slots() -> asyncio.Semaphore:
 
 
 _slots: PerLoop[asyncio.Semaphore] = PerLoop(_new_slots)
-
-# Sniffing is pure Python and holds the GIL (about 0.5 ms a file): with every
-# worker sniffing at once the loop's thread would queue behind them all for
-# the GIL. One sniff at a time in the process keeps that wait to one sniff;
-# the others wait for this lock with the GIL released. Sniffs run one at a
-# time under the GIL anyway, so throughput is the same.
-_sniffing = threading.Lock()
 
 
 class FileContent(NamedTuple):
@@ -100,7 +95,7 @@ async def read_path(path: str, meter: Meter, *, sniff: bool = False) -> FileCont
     the total cap before the call fails.
     """
     loop = asyncio.get_running_loop()
-    async with await _slots.get():
+    async with _slots.running_value() or await _slots.get():
         read = await loop.run_in_executor(None, _read_file, path, lambda: meter.room, sniff)
     if read.size is not None:
         meter.declare(read.size, "file size")
@@ -149,10 +144,7 @@ def _read_file(path: str, room: Callable[[], int], sniff: bool) -> _Read:
         return _Read(size, count, None, "", None)  # stopped at a cap: never joined
     content = chunks[0] if len(chunks) == 1 else b"".join(chunks)
     digest = hashlib.sha256(content).hexdigest()
-    content_type = None
-    if sniff:
-        with _sniffing:
-            content_type = mime.sniff(content, filename=path)
+    content_type = mime.sniff(content, filename=path) if sniff else None
     return _Read(size, count, content, digest, content_type)
 
 

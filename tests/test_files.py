@@ -274,3 +274,18 @@ async def test_a_file_that_outgrew_its_fstat_size_is_stopped_at_the_cap(tmp_path
     monkeypatch.setattr(os, "fstat", stale_fstat)
     with pytest.raises(laa.AttachmentTooLarge, match="reading stopped after 1048577 bytes"):
         await files.read_path(str(path), meter)
+
+
+def test_each_event_loop_gets_its_own_job_slots_freed_with_the_loop(tmp_path):
+    path = tmp_path / "picture.png"
+    path.write_bytes(samples.png())
+
+    async def read() -> bytes:
+        attachment = llm.Attachment(path=str(path))
+        prompt = llm.Prompt("x", llm.get_async_model("echo"), attachments=[attachment])
+        await laa.prepare_attachments(prompt)
+        return attachment.content_bytes()
+
+    for _ in range(50):
+        assert asyncio.run(read()) == samples.png()
+    assert files._slots.loops() == 0

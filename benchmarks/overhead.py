@@ -77,8 +77,8 @@ async def timed(model: Any, text: str) -> float:
 
 async def batches(pairs: dict[str, tuple[Any, Any]], prompts: int, streams: int) -> dict:
     """For each named (echo, chunks) pair, interleaved prompt by prompt: the median
-    seconds per prompt of each short batch and the median per chunk of each batch of
-    streams, the least disturbed batch kept (other load comes and goes, and only adds)."""
+    seconds per prompt of a short batch and the median per chunk of a batch of
+    streams, in the least disturbed batch (other load comes and goes, and only adds)."""
     for _ in range(100):  # warm-up
         for echo, chunks in pairs.values():
             await timed(echo, "hi")
@@ -102,9 +102,20 @@ async def batches(pairs: dict[str, tuple[Any, Any]], prompts: int, streams: int)
         for name in pairs:
             gap = statistics.median(many[name]) - statistics.median(one[name])
             per_chunk[name].append(gap / CHUNKS)
+    # The least disturbed batch: the same one for every pair, so that a ratio compares
+    # what was measured side by side.
+    prompt_batch = least_disturbed(per_prompt)
+    chunk_batch = least_disturbed(per_chunk)
     return {
-        name: {"prompt_s": min(per_prompt[name]), "chunk_s": min(per_chunk[name])} for name in pairs
+        name: {"prompt_s": per_prompt[name][prompt_batch], "chunk_s": per_chunk[name][chunk_batch]}
+        for name in pairs
     }
+
+
+def least_disturbed(measured: dict[str, list[float]]) -> int:
+    """The index of the batch whose times, all pairs together, are the least."""
+    totals = [sum(batch) for batch in zip(*measured.values(), strict=True)]
+    return totals.index(min(totals))
 
 
 def per_prompt_child(prompts: int, streams: int, interleaved: bool) -> None:

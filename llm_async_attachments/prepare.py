@@ -310,7 +310,12 @@ class _History:
         if not count:
             return 0
         held = _held.get(id(self))
-        if held is not None and type(responses) is list and len(responses) >= count:
+        if (
+            held is not None
+            and len(held) == count
+            and type(responses) is list
+            and len(responses) >= count
+        ):
             held.extend(responses[count:])  # only the new responses are touched
             same = responses == held
             del held[count:]

@@ -106,6 +106,7 @@ check-dist: dist
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy --strict llm_async_attachments
 
 clean:
 	rm -rf $(VENV) $(OLDEST_VENV) .venv-py312 .venv-py313 $(NEWEST_VENV) .pytest_cache \

@@ -74,7 +74,7 @@ def child(turns: int, count: int, interleaved: bool) -> None:
     models = {"here": echo}
     preparing: list[float] = []
     if "llm_async_attachments.hook" in sys.modules:
-        hook = sys.modules["llm_async_attachments.hook"]
+        hook: Any = sys.modules["llm_async_attachments.hook"]
         prepare = hook.prepare_attachments
 
         async def timed(*args: Any, **kwargs: Any) -> Any:
@@ -86,7 +86,7 @@ def child(turns: int, count: int, interleaved: bool) -> None:
 
         hook.prepare_attachments = timed
         if interleaved:
-            wrapped = type(echo)
+            wrapped: Any = type(echo)
             unwrapped = {
                 "execute": wrapped.execute.__wrapped__,
                 "_validate_attachments": wrapped._validate_attachments.__wrapped__,

@@ -31,6 +31,7 @@ import sys
 import time
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 OURS = "llm-async-attachments"
@@ -155,7 +156,8 @@ def stall_child(url: str, mode: str) -> None:
     async def first_prepare() -> None:
         if mode == "loop":
             importlib.import_module("llm_async_attachments.http")
-        prompt = llm.Prompt("x", llm.get_async_model("echo"), attachments=[llm.Attachment(url=url)])
+        make: Any = llm.Prompt  # untyped in llm
+        prompt = make("x", llm.get_async_model("echo"), attachments=[llm.Attachment(url=url)])
         await laa.prepare_attachments(prompt)
 
     measured = asyncio.run(measure(first_prepare))

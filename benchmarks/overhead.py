@@ -52,6 +52,7 @@ VARIANTS = {
     "with llm-async-attachments": "llm-echo,llm-async-attachments",
 }
 CHUNKS = 1000
+Prompt: Any = llm.Prompt  # untyped in llm
 BATCH = 200  # prompts
 STREAM_BATCH = 10  # streams of CHUNKS chunks
 
@@ -75,7 +76,9 @@ async def timed(model: Any, text: str) -> float:
     return time.perf_counter() - started
 
 
-async def batches(pairs: dict[str, tuple[Any, Any]], prompts: int, streams: int) -> dict:
+async def batches(
+    pairs: dict[str, tuple[Any, Any]], prompts: int, streams: int
+) -> dict[str, dict[str, float]]:
     """For each named (echo, chunks) pair, interleaved prompt by prompt: the median
     seconds per prompt of a short batch and the median per chunk of a batch of
     streams, in the least disturbed batch (other load comes and goes, and only adds)."""
@@ -139,7 +142,7 @@ def per_prompt_child(prompts: int, streams: int, interleaved: bool) -> None:
         pair = (echo, wrapped_chunks)
         print(json.dumps(asyncio.run(batches({"here": pair}, prompts, streams))["here"]))
         return
-    wrapped = type(echo)
+    wrapped: Any = type(echo)
     alone = type(
         "Alone",
         (wrapped,),
@@ -216,7 +219,7 @@ async def overhead(urls: list[str]) -> tuple[float, float]:
     echo = llm.get_async_model("echo")
     ours = []
     for url in urls:
-        prompt = llm.Prompt("x", echo, attachments=[llm.Attachment(url=url)])
+        prompt = Prompt("x", echo, attachments=[llm.Attachment(url=url)])
         started = time.perf_counter()
         await laa.prepare_attachments(prompt)
         ours.append(time.perf_counter() - started)
@@ -232,10 +235,10 @@ async def overhead(urls: list[str]) -> tuple[float, float]:
 
 async def base64_stalls(url: str) -> dict[str, float]:
     """Largest stall while base64_content() runs 3 times (a 3-turn conversation)."""
-    attachment = llm.Attachment(url=url)
-    prompt = llm.Prompt("x", llm.get_async_model("echo"), attachments=[attachment])
+    attachment: Any = llm.Attachment(url=url)
+    prompt = Prompt("x", llm.get_async_model("echo"), attachments=[attachment])
     prepared = await measure(lambda: laa.prepare_attachments(prompt))
-    llms_own = llm.Attachment.base64_content.__wrapped__
+    llms_own: Any = getattr(llm.Attachment.base64_content, "__wrapped__")  # noqa: B009
 
     async def llm_encodes() -> None:
         for _ in range(3):
@@ -254,7 +257,7 @@ async def base64_stalls(url: str) -> dict[str, float]:
     }
 
 
-def main(argv: list[str] | None = None) -> dict:
+def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3, help="child processes per variant")
     parser.add_argument("--prompts", type=int, default=3000, help="per child, per prompt")

@@ -19,7 +19,7 @@ import llm
 import pytest
 
 import llm_async_attachments as laa
-from llm_async_attachments import prepare
+from llm_async_attachments import history
 from llm_async_attachments.testing import samples
 from tests.support import LLM_HAS_MESSAGES
 from tests.support.models import Reader
@@ -79,7 +79,7 @@ async def test_every_turn_finds_what_every_earlier_turn_holds(echo):
         attachments = [png()] if index % 7 == 0 else []
         await turn(conversation, f"turn {index}", *attachments)
         following = conversation.prompt("next").prompt
-        found = prepare.collect(following, conversation)
+        found = history.collect(following, conversation)
         assert same(found, every_attachment(following, conversation))
     assert len(found) == 5
 
@@ -97,7 +97,7 @@ async def test_edits_of_the_responses_list_are_seen_at_once(echo, collector):
         for step in range(60):
             if collector != "off":
                 gc.collect(0)
-            held.append(bool(prepare._held))  # what the step's check will use
+            held.append(bool(history._held))  # what the step's check will use
             await one_edit(rng, echo, conversation, spare, step)
     assert any(held) if collector == "off" else not any(held)
 
@@ -118,7 +118,7 @@ async def one_edit(rng, echo, conversation, spare, step):
     else:
         conversation.responses = list(responses[: len(responses) // 2])
     prompt = llm.Prompt("now", echo, attachments=[png()])
-    assert same(prepare.collect(prompt, conversation), every_attachment(prompt, conversation))
+    assert same(history.collect(prompt, conversation), every_attachment(prompt, conversation))
 
 
 @contextlib.contextmanager
@@ -136,10 +136,10 @@ async def test_a_response_still_running_is_read_again_next_turn(echo):
     running = llm.AsyncResponse(llm.Prompt("two", echo), echo, stream=False)
     conversation.responses.append(running)
     prompt = llm.Prompt("three", echo)
-    assert len(prepare.collect(prompt, conversation)) == 1
+    assert len(history.collect(prompt, conversation)) == 1
     produced = png()
     running.attachments.append(produced)  # as a response producing an image would
-    found = prepare.collect(prompt, conversation)
+    found = history.collect(prompt, conversation)
     assert same(found, every_attachment(prompt, conversation)) and found[-1] is produced
 
 
@@ -148,11 +148,11 @@ async def test_a_removed_response_that_dies_is_not_mistaken_for_a_new_one(echo):
     for index in range(3):
         await turn(conversation, f"turn {index}", png())
     prompt = llm.Prompt("now", echo)
-    prepare.collect(prompt, conversation)
+    history.collect(prompt, conversation)
     del conversation.responses[1]
     gc.collect()  # the removed response is gone; its id may be reused
     await turn(conversation, "again", png())
-    assert same(prepare.collect(prompt, conversation), every_attachment(prompt, conversation))
+    assert same(history.collect(prompt, conversation), every_attachment(prompt, conversation))
 
 
 @pytest.mark.skipif(not LLM_HAS_MESSAGES, reason="messages= prompts arrived in llm 0.36")
@@ -168,11 +168,11 @@ async def test_a_rebuilt_history_of_equal_messages_is_read_for_its_own_attachmen
     closing = parts.Message(role="user", parts=[parts.TextPart(text="ok?")])
     await turn(conversation, "hello")
     await conversation.prompt(messages=[said(first), closing]).text()
-    assert prepare._History.of(conversation).chain.messages[-1] is closing
+    assert history._History.of(conversation).chain.messages[-1] is closing
     # The same history rebuilt from stored data: an equal first message holding a
     # new attachment object, then (the hardest case) the very same last message.
     rebuilt = llm.Prompt(None, echo, messages=[said(twin), closing, said(png())])
-    found = prepare.collect(rebuilt, conversation)
+    found = history.collect(rebuilt, conversation)
     assert any(a is twin for a in found)
     assert same(found, every_attachment(rebuilt, conversation))
 
@@ -182,28 +182,28 @@ async def test_a_shared_history_is_read_from_where_it_was_read_last(echo):
     conversation = echo.conversation()
     for index in range(5):
         await turn(conversation, f"turn {index}", png())
-    history = prepare._History.of(conversation)
-    assert history is not None and len(history.responses) == 4  # those before turn 5
-    last_chain = history.chain  # turn 5's
+    remembered = history._History.of(conversation)
+    assert remembered is not None and len(remembered.responses) == 4  # those before turn 5
+    last_chain = remembered.chain  # turn 5's
     following = conversation.prompt("next").prompt
-    prepare.collect(following, conversation)
-    assert len(history.responses) == 5
-    assert history.chain is not last_chain
-    assert history.chain.messages is last_chain.messages  # extended, not read again
-    assert history.chain.marked == last_chain.marked  # the new turn added no attachment
+    history.collect(following, conversation)
+    assert len(remembered.responses) == 5
+    assert remembered.chain is not last_chain
+    assert remembered.chain.messages is last_chain.messages  # extended, not read again
+    assert remembered.chain.marked == last_chain.marked  # the new turn added no attachment
 
 
 async def test_what_is_remembered_keeps_no_conversation_alive(echo):
     conversation = echo.conversation()
     for index in range(3):
         await turn(conversation, f"turn {index}", png())
-    prepare.collect(llm.Prompt("now", echo), conversation)
+    history.collect(llm.Prompt("now", echo), conversation)
     key, gone = id(conversation), weakref.ref(conversation)
-    assert key in prepare._histories
+    assert key in history._histories
     del conversation
     gc.collect()
     assert gone() is None
-    assert key not in prepare._histories
+    assert key not in history._histories
 
 
 async def test_conversations_without_weak_references_are_walked_in_full(echo):
@@ -215,7 +215,7 @@ async def test_conversations_without_weak_references_are_walked_in_full(echo):
     plain = Frozen()
     plain.responses = conversation.responses
     prompt = llm.Prompt("now", echo, attachments=[png()])
-    assert same(prepare.collect(prompt, plain), every_attachment(prompt, plain))
+    assert same(history.collect(prompt, plain), every_attachment(prompt, plain))
 
 
 async def test_an_earlier_turns_attachment_changed_since_is_prepared_again(file_server):

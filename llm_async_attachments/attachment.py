@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import llm
 
+from . import reads
 from .config import get_config
 from .guard import describe
 from .offload import base64_text
 from .prepare import prepare_one
+from .reads import Method
 from .state import UNSET, peek
 
 __all__ = ["AsyncAttachment", "to_async"]
@@ -75,20 +77,27 @@ class AsyncAttachment:
         if not (attachment.path or attachment.url):
             sniffed: str | None = attachment.resolve_type()  # type: ignore[no-untyped-call]
             return sniffed  # bytes: puremagic, no I/O
-        state = await prepare_one(attachment, need_content=False, config=get_config())
+        state = (await prepare_one(attachment, need_content=False, config=get_config())).state
         return None if state.type is UNSET else state.type
 
     async def content_bytes(self) -> bytes:
         """The bytes: as given, or read from the file or URL (once; cached)."""
         attachment = self._attachment
+        _saw(attachment, "content")
         if attachment.content or not (attachment.path or attachment.url):
             return attachment.content or b""
-        state = await prepare_one(attachment, need_content=True, config=get_config())
-        assert state.content is not None
-        return state.content
+        state = peek(attachment)
+        content = state.content if state is not None else None
+        if content is None:
+            content = (
+                await prepare_one(attachment, need_content=True, config=get_config())
+            ).content
+        assert content is not None
+        return content
 
     async def base64_content(self) -> str:
         """The bytes as base64 text; large content is encoded once, off the event loop."""
+        _saw(self._attachment, "base64")
         content = await self.content_bytes()
         state = peek(self._attachment)
         if state is not None and state.base64 is not None:
@@ -124,6 +133,13 @@ class AsyncAttachment:
 
     def __repr__(self) -> str:
         return f"<AsyncAttachment {describe(self._attachment)}>"
+
+
+def _saw(attachment: llm.Attachment, method: Method) -> None:
+    """Tell the execution watching reads, if any, that its model read this."""
+    execution = reads.current()
+    if execution is not None:
+        execution.saw(attachment, method)
 
 
 def to_async(attachment: llm.Attachment | AsyncAttachment) -> AsyncAttachment:

@@ -68,6 +68,10 @@ def _positive_number(value: object) -> bool:
     )
 
 
+def _optional_directory(value: object) -> bool:
+    return value is None or (isinstance(value, str) and bool(value.strip()))
+
+
 def _optional_positive_number(value: object) -> bool:
     return value is None or _positive_number(value)
 
@@ -162,6 +166,21 @@ SIZE = Kind(
     "a positive size in bytes, with an optional unit: kB, MB, GB (powers of 1000) "
     "or KiB, MiB, GiB (powers of 1024)",
     "64MB",
+)
+SIZE_OR_ZERO = Kind(
+    parse_size,
+    _non_negative_int,
+    "0 or a positive integer (bytes)",
+    "0, or a positive size in bytes with an optional unit: kB, MB, GB (powers of 1000) "
+    "or KiB, MiB, GiB (powers of 1024)",
+    "1GiB",
+)
+DIRECTORY = Kind(
+    os.path.expanduser,
+    _optional_directory,
+    "a directory path, or None",
+    "a directory path; unset for the default",
+    "~/.cache/llm-async-attachments",
 )
 COUNT = Kind(_parse_int, _positive_int, "a positive integer", "a positive integer", "8")
 RETRIES = Kind(_parse_int, _non_negative_int, "0 or more", "0 or a positive integer", "2")
@@ -317,6 +336,31 @@ class Config:
         ),
     )
 
+    cache_bytes: int = field(
+        default=256 * MiB,
+        metadata=_setting(
+            SIZE,
+            "Memory for prepared content and its base64 copies, the whole process: past "
+            "it, least recently used content that no running model needs leaves memory.",
+        ),
+    )
+    disk_cache_bytes: int = field(
+        default=1024 * MiB,
+        metadata=_setting(
+            SIZE_OR_ZERO,
+            "Size of the on-disk cache that URL content leaving memory is read back "
+            "from without the network (`no-store` responses are never written); 0 turns it off.",
+        ),
+    )
+    disk_cache_dir: str | None = field(
+        default=None,
+        metadata=_setting(
+            DIRECTORY,
+            "Directory of the on-disk cache; unset: `$XDG_CACHE_HOME/llm-async-attachments` "
+            "(`~/.cache/llm-async-attachments`).",
+        ),
+    )
+
     def __post_init__(self) -> None:
         for each in dataclasses.fields(self):
             value = getattr(self, each.name)
@@ -400,7 +444,7 @@ def _read(environ: Mapping[str, str]) -> tuple[Config, tuple[_Problem, ...]]:
 
 def _shown(kind: Kind, default: object) -> str:
     """A default as people read it: ``32 MiB``, ``10.0``, ``'raise'``."""
-    if kind is SIZE and isinstance(default, int):
+    if kind in (SIZE, SIZE_OR_ZERO) and isinstance(default, int):
         return human(default)
     return repr(default)
 

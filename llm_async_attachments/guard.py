@@ -34,6 +34,7 @@ from typing import Any
 
 import llm
 
+from . import reads, urlcache
 from .config import get_config
 from .errors import BlockingAttachmentAccessError, redact
 from .state import UNSET, peek
@@ -150,6 +151,25 @@ def _reading_model(depth: int = 64) -> Any:
     return None
 
 
+def _unprepared_read(attachment: Any, read: Callable[[Any], bytes | None]) -> bytes | None:
+    """A model read content that prepare left out, as this model had not read that kind
+    of attachment before: the read succeeds, blocking, from the disk tier if it can,
+    else as llm alone would; it is remembered, and prepared from the next turn on."""
+    if attachment.url:
+        kept = urlcache.read_back(attachment.url, get_config(strict=False))
+        if kept is not None:
+            return kept
+    warnings.warn(
+        f"llm.Attachment.content_bytes() on the attachment {describe(attachment)}: its "
+        "content was not prepared, because this model had not read attachments of its "
+        "kind before, so it is read now, blocking the event loop once. It will be "
+        "prepared from now on.",
+        BlockingAttachmentAccessWarning,
+        stacklevel=3,
+    )
+    return read(attachment)
+
+
 def _would_block_type(attachment: Any) -> bool:
     return not attachment.type and bool(attachment.path or attachment.url)
 
@@ -181,21 +201,33 @@ def _install() -> None:
         return resolved
 
     def content_bytes(self: llm.Attachment) -> bytes | None:
+        execution = reads.current()
+        if execution is not None:
+            execution.saw(self, "content")
         if _would_block_content(self):
             state = peek(self)
             if state is not None and state.content is not None:
                 return state.content
+            if execution is not None and execution.offered(self):
+                return _unprepared_read(self, original["content_bytes"])
             check(self, "content_bytes")
         content: bytes | None = original["content_bytes"](self)
         return content
 
     def base64_content(self: llm.Attachment) -> str:
+        execution = reads.current()
+        if execution is not None:
+            execution.saw(self, "base64")
         state = peek(self)
         if state is not None and state.base64 is not None:
             return state.base64
-        if _would_block_content(self) and (state is None or state.content is None):
+        if (
+            _would_block_content(self)
+            and (state is None or state.content is None)
+            and (execution is None or not execution.offered(self))
+        ):
             check(self, "base64_content")
-        encoded: str = original["base64_content"](self)
+        encoded: str = original["base64_content"](self)  # reads through content_bytes()
         return encoded
 
     def id(self: llm.Attachment) -> str:

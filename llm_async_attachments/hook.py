@@ -17,11 +17,15 @@ from typing import Any, TypeVar
 
 import llm
 
+from . import reads
+
 # The guard's mark of an async model's execution; executing_async_model() sets the
 # same, but this wrapper sets it around every chunk, where a context manager costs.
 from .guard import _executing
+from .memory import Lease
 from .patch import install
-from .prepare import prepare_attachments
+from .prepare import plan_for, prepare_for
+from .reads import Execution, Place, model_key
 from .state import UNSET, peek, state_of
 from .views import Views
 
@@ -118,16 +122,33 @@ async def _prepared(
 ) -> AsyncGenerator[Any, None]:
     key = (id(model), id(prompt))
     running = _running.get()
+    # Another of our wrappers, further out (another plugin's re-wrap), prepared
+    # already and watches the reads: this one just runs the model.
+    execution, lease = reads.current(), None
+    placed: list[tuple[Any, Place]] = []
     if key not in running:
         conversation = kwargs.get("conversation", args[2] if len(args) > 2 else None)
-        await prepare_attachments(prompt, conversation, model=model)
+        plan = plan_for(model)
+        lease = Lease(plan.config.cache_bytes)  # what execute() reads stays in memory
+        try:
+            _summary, placed = await prepare_for(prompt, conversation, plan, lease)
+        except BaseException:
+            lease.release()
+            raise
+        execution = Execution(model_key(model))
+        for attachment, place in placed:
+            execution.offer(attachment, place)
         # llm's own ValueError, now without I/O. The mark is never cleared: another
         # prompt, perhaps for another model, may have deferred its check on the same
         # attachment, and checking a known type again costs nothing.
         if prompt.attachments:
             deferred = [a for a in prompt.attachments if getattr(peek(a), "check_type", False)]
             if deferred:
-                validate(deferred)
+                try:
+                    validate(deferred)
+                except BaseException:
+                    lease.release()
+                    raise
         if getattr(model, "supports_async_attachments", False):
             views = Views()
             # Earlier responses first: the prompt's message chain extends theirs.
@@ -136,29 +157,50 @@ async def _prepared(
             elif len(args) > 2:
                 args = (*args[:2], views.conversation(conversation), *args[3:])
             prompt = views.prompt(prompt)
-    generator = execute(prompt, *args, **kwargs)
     inside = running | {key}
     # The model's code runs inside the context (the guard's "async model
-    # execution", and this wrapper's mark); the caller's code, between chunks,
-    # runs outside it. Set and reset directly: this runs for every chunk.
+    # execution", this wrapper's mark, and the execution whose reads are
+    # watched); the caller's code, between chunks, runs outside it. Set and
+    # reset directly: this runs for every chunk.
     finished = False
     try:
-        while True:
-            marked, executing = _running.set(inside), _executing.set(True)
-            try:
-                chunk = await anext(generator)
-            except StopAsyncIteration:
-                finished = True
-                return
-            finally:
-                _executing.reset(executing)
-                _running.reset(marked)
-            yield chunk
+        generator = execute(prompt, *args, **kwargs)
+        try:
+            while True:
+                marked, executing = _running.set(inside), _executing.set(True)
+                watched = reads._current.set(execution)
+                try:
+                    chunk = await anext(generator)
+                except StopAsyncIteration:
+                    finished = True
+                    return
+                finally:
+                    reads._current.reset(watched)
+                    _executing.reset(executing)
+                    _running.reset(marked)
+                yield chunk
+        finally:
+            if not finished:  # stopped early (an error, a cancel, the caller's aclose)
+                marked, executing = _running.set(inside), _executing.set(True)
+                watched = reads._current.set(execution)
+                try:
+                    await generator.aclose()
+                finally:
+                    reads._current.reset(watched)
+                    _executing.reset(executing)
+                    _running.reset(marked)
     finally:
-        if not finished:  # stopped early (an error, a cancel, the caller's aclose)
-            marked, executing = _running.set(inside), _executing.set(True)
-            try:
-                await generator.aclose()
-            finally:
-                _executing.reset(executing)
-                _running.reset(marked)
+        if lease is not None:
+            lease.release()
+            if execution is not None:
+                execution.finish(_types(placed), finished=finished)
+
+
+def _types(placed: list[tuple[Any, Place]]) -> dict[int, str | None]:
+    """Each attachment's type, as resolved by now (the key its reads are learned by)."""
+    types: dict[int, str | None] = {}
+    for attachment, _place in placed:
+        state = peek(attachment)
+        resolved = None if state is None or state.type is UNSET else state.type
+        types[id(attachment)] = attachment.type or resolved
+    return types

@@ -3,32 +3,26 @@
 from __future__ import annotations
 
 import asyncio
-import importlib
-import sys
-import threading
 import time
 from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass
-from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import Any, NamedTuple
 
-from . import mime
+from . import mime, urlcache
 from .budget import Budget, human
 from .config import Config, get_config
 from .declarations import url_support
 from .errors import AttachmentError, AttachmentTooLarge, redact
 from .files import read_path
 from .history import collect
-from .offload import ON_LOOP_LIMIT, base64_text, sha256_hex
+from .memory import Blob, Lease, admit, hold, left
+from .offload import ON_LOOP_LIMIT, base64_text
 from .pacing import PER_TURN, your_turn
 from .patch import install
+from .reads import EVERYTHING, Need, Place, model_key, need
 from .state import UNSET, Prepared, covers, fetch_key, single_flight, state_of
 
-if TYPE_CHECKING:
-    from .budget import Meter
-    from .http import Fetched
-
-__all__ = ["PrepareSummary", "UrlPolicy", "prepare_attachments"]
+__all__ = ["Plan", "PrepareSummary", "UrlPolicy", "plan_for", "prepare_attachments", "prepare_for"]
 
 
 @dataclass(frozen=True)
@@ -92,40 +86,90 @@ async def prepare_attachments(
     exception is this call's own object, never one another call raises too.
     """
     install()  # so that llm.Attachment's sync reads find what this prepares
+    with Lease(0) as lease:
+        summary, _offered = await prepare_for(
+            prompt, conversation, plan_for(model or getattr(prompt, "model", None), config), lease
+        )
+    return summary
+
+
+async def prepare_for(
+    prompt: Any, conversation: Any, plan: Plan, lease: Lease
+) -> tuple[PrepareSummary, list[tuple[Any, Place]]]:
+    """:func:`prepare_attachments` as the hook runs it: what was prepared is held by
+    ``lease`` (the model's ``execute()`` reads it), and each attachment found is
+    returned with its place, the prompt's own or the history's."""
     started = time.perf_counter()
     found = collect(prompt, conversation)
     if not found:
-        return PrepareSummary(0, 0, 0, 0, time.perf_counter() - started)
-    config = config or get_config()
-    if model is None:
-        model = getattr(prompt, "model", None)
-    policy = UrlPolicy(url_support(model))
-    run = _Run(config, policy)
+        return PrepareSummary(0, 0, 0, 0, time.perf_counter() - started), []
+    own = {id(attachment) for attachment in _own_attachments(prompt)}
+    placed: list[tuple[Any, Place]] = [
+        (attachment, "prompt" if id(attachment) in own else "history") for attachment in found
+    ]
+    lease.budget = plan.config.cache_bytes
+    run = _Run(plan, lease)
     # A conversation's attachments are ready after its first turn: no task for those.
-    unready = [attachment for attachment in found if not run.ready(attachment)]
+    unready = [(a, place) for a, place in placed if not run.ready(a, place)]
     if unready:
         try:
             async with asyncio.TaskGroup() as group:
-                for index, attachment in enumerate(unready):
+                for index, (attachment, place) in enumerate(unready):
                     if index and not index % PER_TURN:
                         await asyncio.sleep(0)  # thousands of tasks: a turn's worth at a time
-                    group.create_task(run.prepare(attachment, need_content=True))
+                    group.create_task(run.prepare(attachment, place))
         except BaseExceptionGroup as failures:
             raise _first_failure(failures, found) from None
-    return PrepareSummary(
+    summary = PrepareSummary(
         attachments=len(found),
         fetched=run.fetched,
         bytes_fetched=run.budget.used,
         requests=run.requests,
         seconds=time.perf_counter() - started,
     )
+    return summary, placed
 
 
-async def prepare_one(attachment: Any, *, need_content: bool, config: Config) -> Prepared:
+def _own_attachments(prompt: Any) -> list[Any]:
+    own = list(getattr(prompt, "attachments", None) or ())
+    for result in getattr(prompt, "tool_results", None) or ():
+        own.extend(getattr(result, "attachments", None) or ())
+    return own
+
+
+def plan_for(model: Any, config: Config | None = None) -> Plan:
+    """The plan for preparing ``model``'s attachments, from what it declares and was
+    seen to read (``model=None``: everything, every URL fetched)."""
+    config = config or get_config()
+    if model is None:
+        return Plan(config, UrlPolicy(False))
+    name = model_key(model)
+    types = getattr(model, "attachment_types", None)
+    return Plan(
+        config,
+        UrlPolicy(url_support(model)),
+        learned=lambda content_type, place: need(name, content_type, place),
+        accepted=frozenset(types) if types else None,
+    )
+
+
+class One(NamedTuple):
+    """One attachment prepared by :func:`prepare_one`."""
+
+    state: Prepared
+    content: bytes | None
+    """The content, when asked for (held while the caller has it: it may leave
+    the state's memory at any time after)."""
+
+
+async def prepare_one(attachment: Any, *, need_content: bool, config: Config) -> One:
     """Prepare a single attachment: its type, and its content when ``need_content``."""
     install()
-    await _Run(config, UrlPolicy(False)).prepare(attachment, need_content=need_content)
-    return state_of(attachment)
+    plan = Plan(config, UrlPolicy(False), everything=need_content)
+    with Lease(config.cache_bytes) as lease:
+        await _Run(plan, lease).prepare(attachment, "prompt")
+        state = state_of(attachment)
+        return One(state, state.content if need_content else None)
 
 
 class UrlPolicy:
@@ -150,67 +194,143 @@ class UrlPolicy:
         return self.everything or mime.matches(content_type, self.patterns)
 
 
-class _Run:
-    """One prepare call: its budget, counters and rules."""
+class Plan:
+    """What to prepare of each attachment, for one model (nothing here knows models:
+    the caller hands in what the model declares and was seen to read).
 
-    def __init__(self, config: Config, policy: UrlPolicy) -> None:
+    ``urls``: the types the model takes as URLs, whose content is not fetched.
+    ``learned(type, place)``: what the model was seen to read of that kind of
+    attachment, ``None`` if never seen (then everything is prepared).
+    ``accepted``: the types the model accepts (``None``: any); a URL or file of
+    another type is refused from its headers or head, before its body is read.
+    ``everything``: prepare content whatever was learned (``AsyncAttachment``).
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        urls: UrlPolicy,
+        *,
+        learned: Callable[[str | None, Place], Need | None] | None = None,
+        accepted: frozenset[str] | None = None,
+        everything: bool = True,
+    ) -> None:
         self.config = config
-        self.policy = policy
+        self.urls = urls
+        self._learned = learned
+        self._accepted = accepted
+        self._everything = everything and learned is None
+
+    def _need(self, content_type: str | None, place: Place) -> Need:
+        if self._learned is None:
+            return EVERYTHING if self._everything else _TYPE_ONLY
+        return self._learned(content_type, place) or EVERYTHING
+
+    def may_want_content(self) -> bool:
+        """Whether a URL of a type not known yet may be wanted whole (else: ``HEAD``)."""
+        return not self.urls.everything and (self._learned is not None or self._everything)
+
+    def accepts(self, content_type: str | None) -> bool:
+        """Whether the model takes attachments of this type at all."""
+        return self._accepted is None or content_type in self._accepted
+
+    def wants_content(self, content_type: str | None, place: Place, *, url: bool) -> bool:
+        """Whether this attachment's content should be in memory for the model."""
+        if url and self.urls.accepts(content_type):
+            return False
+        if place == "prompt" and not self.accepts(content_type):
+            return False  # refused by llm's own check: its body is never read
+        return self._need(content_type, place).content
+
+    def wants_base64(self, content_type: str | None, place: Place) -> bool:
+        """Whether large content should also be encoded as base64 ahead of the model."""
+        return self._need(content_type, place).base64
+
+
+_TYPE_ONLY = Need(content=False, base64=False)
+
+
+class _Run:
+    """One prepare call: its budget, counters and plan; what it prepares, its lease holds."""
+
+    def __init__(self, plan: Plan, lease: Lease) -> None:
+        self.config = config = plan.config
+        self.plan = plan
+        self.lease = lease
         self.key = fetch_key(config)
         self.budget = Budget(config.max_bytes, config.max_total_bytes)
         self.fetched = 0
         self.requests = 0
 
-    def ready(self, attachment: Any) -> bool:
+    def ready(self, attachment: Any, place: Place) -> bool:
         """Whether ``attachment`` needs nothing from this call (a refusal is its task's)."""
         try:
-            return self._pending(attachment, state_of(attachment), True) is None
+            return self._pending(attachment, state_of(attachment), place) is None
         except AttachmentError:
             return False
 
-    async def prepare(self, attachment: Any, *, need_content: bool) -> None:
+    async def prepare(self, attachment: Any, place: Place) -> None:
         await your_turn()
         state = state_of(attachment)
-        await single_flight(state, self.key, lambda: self._pending(attachment, state, need_content))
+        await single_flight(state, self.key, lambda: self._pending(attachment, state, place))
 
     def _pending(
-        self, attachment: Any, state: Prepared, need_content: bool
+        self, attachment: Any, state: Prepared, place: Place
     ) -> Callable[[], Awaitable[None]] | None:
-        """The I/O still needed for this attachment, or ``None`` if it is ready."""
+        """The work still needed for this attachment, or ``None`` if it is ready."""
         if attachment.content:
             # Bytes in hand: no I/O, but hashing and encoding them is CPU work.
-            if len(attachment.content) > ON_LOOP_LIMIT and state.base64 is None:
-                return lambda: self._digest(attachment, state, attachment.content)
+            if (
+                len(attachment.content) > ON_LOOP_LIMIT
+                and state.base64 is None
+                and self.plan.wants_base64(attachment.type or _known(state), place)
+            ):
+                return lambda: self._encode(attachment, state, attachment.content)
             return None
         if attachment.path:
-            if state.content is None:
-                return lambda: self._read_path(attachment, state)
-            self._within_max_bytes(attachment, state.content)
+            content_type = attachment.type or _known(state)
+            if state.id is None:
+                return lambda: self._read_path(attachment, state, place)
+            if self.plan.wants_content(content_type, place, url=False):
+                if not self._holds(state):
+                    return lambda: self._read_path(attachment, state, place)
+                return self._ready_content(attachment, state, content_type, place)
             return None
         if not attachment.url:
             return None
         # Results fetched under a laxer address policy than this call's are not its own.
         found = state.type if covers(state.type_key, self.key) else UNSET
-        if attachment.type or found is not UNSET:
-            known_type: str | None = attachment.type or (None if found is UNSET else found)
-            wants_content = need_content and not self.policy.accepts(known_type)
-        else:
-            wants_content = False
-        if state.content is not None and covers(state.content_key, self.key):
-            if wants_content:
-                self._within_max_bytes(attachment, state.content)
+        if not attachment.type and found is UNSET:
+            if not self.plan.may_want_content():
+                return lambda: self._fetch_type(attachment, state)
+            return lambda: self._fetch(attachment, state, place)
+        known_type: str | None = attachment.type or (None if found is UNSET else found)
+        if not self.plan.wants_content(known_type, place, url=True):
             return None
-        if attachment.type or found is not UNSET:
-            if wants_content:
-                return lambda: self._fetch(attachment, state, lambda content_type: True)
-            return None
-        if not need_content or self.policy.everything:
-            return lambda: self._fetch_type(attachment, state)
-        return lambda: self._fetch(
-            attachment, state, lambda content_type: not self.policy.accepts(content_type)
-        )
+        if covers(state.content_key, self.key) and self._holds(state):
+            return self._ready_content(attachment, state, known_type, place)
+        return lambda: self._fetch(attachment, state, place)
 
-    async def _read_path(self, attachment: Any, state: Prepared) -> None:
+    def _holds(self, state: Prepared) -> bool:
+        """Whether the state's content is in memory, now held by this call's lease."""
+        return state.content_blob is not None and hold(state.content_blob, self.lease)
+
+    def _ready_content(
+        self, attachment: Any, state: Prepared, content_type: str | None, place: Place
+    ) -> Callable[[], Awaitable[None]] | None:
+        content = state.content
+        if content is None:
+            return None
+        self._within_max_bytes(attachment, content)
+        if (
+            len(content) > ON_LOOP_LIMIT
+            and not (state.base64_blob is not None and hold(state.base64_blob, self.lease))
+            and self.plan.wants_base64(content_type, place)
+        ):
+            return lambda: self._encode(attachment, state, content)
+        return None
+
+    async def _read_path(self, attachment: Any, state: Prepared, place: Place) -> None:
         self.fetched += 1
         # One job on a worker thread reads, hashes and (if llm would) sniffs the file.
         sniff = not attachment.type and state.type is UNSET
@@ -218,38 +338,42 @@ class _Run:
         read = await read_path(attachment.path, meter, sniff=sniff)
         if sniff and state.type is UNSET:
             state.type = read.type
-        await self._digest(attachment, state, read.content, sha256=read.sha256)
-        state.content = read.content
+        if state.id is None:
+            state.id = read.sha256
+        state.content_blob = await self._admit(read.content)
 
     async def _fetch_type(self, attachment: Any, state: Prepared) -> None:
         self.fetched += 1
-        fetched = await fetch_type(attachment.url, self.config)
-        self.requests += fetched.requests
-        state.type, state.type_key = fetched.type, self.key
+        content_type, requests = await urlcache.fetch_type(attachment.url, self.config)
+        self.requests += requests
+        state.type, state.type_key = content_type, self.key
 
-    async def _fetch(
-        self, attachment: Any, state: Prepared, wanted: Callable[[str | None], bool]
-    ) -> None:
+    async def _fetch(self, attachment: Any, state: Prepared, place: Place) -> None:
         self.fetched += 1
         meter = self.budget.meter(redact(attachment.url))
-        fetched = await fetch_content(attachment.url, meter, self.config, wanted)
-        self.requests += fetched.requests
-        if not attachment.type:
-            state.type, state.type_key = fetched.type, self.key
-        if fetched.content is not None:
-            await self._digest(attachment, state, fetched.content)
-            state.content, state.content_key = fetched.content, self.key
 
-    async def _digest(
-        self, attachment: Any, state: Prepared, content: bytes, sha256: str | None = None
-    ) -> None:
-        """The SHA-256 of the bytes (llm's id, and the hash llm >= 0.36 logs;
-        not for URLs: both hash the URL), unless ``sha256`` already is it,
-        and, for content too large to encode on the loop later, its base64 text."""
-        if not attachment.url:
-            state.id = sha256 if sha256 is not None else await sha256_hex(content)
-        if len(content) > ON_LOOP_LIMIT:
-            state.base64 = await base64_text(content)
+        def wanted(content_type: str | None) -> bool:
+            return self.plan.wants_content(attachment.type or content_type, place, url=True)
+
+        got = await urlcache.content(attachment.url, meter, self.config, wanted, self.lease)
+        self.requests += got.requests
+        if not attachment.type:
+            state.type, state.type_key = got.type, self.key
+        if got.blob is not None:
+            content = got.blob.data
+            assert isinstance(content, bytes)  # held by the lease
+            self._within_max_bytes(attachment, content)
+            state.content_blob, state.content_key = got.blob, self.key
+
+    async def _encode(self, attachment: Any, state: Prepared, content: bytes) -> None:
+        """base64 text of content too large to encode on the loop, for models that read it."""
+        state.base64_blob = await self._admit(await base64_text(content), keep=True)
+
+    async def _admit(self, data: bytes | str, keep: bool = True) -> Blob:
+        blob, leaving = admit(data, keep=keep, budget=self.config.cache_bytes, lease=self.lease)
+        for each in leaving:  # nothing of a path or base64 text goes to disk
+            left(each)
+        return blob
 
     def _within_max_bytes(self, attachment: Any, content: bytes) -> None:
         """Refuse content read earlier, under a larger ``max_bytes`` than this call's."""
@@ -268,49 +392,8 @@ class _Run:
             )
 
 
-async def fetch_type(url: str, config: Config) -> Fetched:
-    """The HTTP layer's ``fetch_type``, the layer imported first if need be (see ``_http``)."""
-    http = _http_layer or await _http()
-    fetched: Fetched = await http.fetch_type(url, config)
-    return fetched
-
-
-async def fetch_content(
-    url: str, meter: Meter, config: Config, wanted: Callable[[str | None], bool]
-) -> Fetched:
-    """The HTTP layer's ``fetch_content``, the layer imported first if need be."""
-    http = _http_layer or await _http()
-    fetched: Fetched = await http.fetch_content(url, meter, config, wanted)
-    return fetched
-
-
-# The HTTP layer imports httpx, httpcore, h11 and anyio's asyncio backend: tens of
-# milliseconds that every llm command would pay if the llm plugin imported it. It
-# is imported when a URL is first fetched instead, on a worker thread that this
-# awaits, so that the event loop goes on meanwhile. An importing thread holds the
-# GIL until another thread has waited for it for the switch interval (5 ms by
-# default), and the loop's thread would wait that long on every tick: the
-# interval is 1 ms while the import runs (once per process).
-_http_layer: ModuleType | None = None
-_http_lock = threading.Lock()
-_IMPORT_SWITCH_INTERVAL = 0.001
-
-
-async def _http() -> ModuleType:
-    return await asyncio.to_thread(_import_http)
-
-
-def _import_http() -> ModuleType:
-    global _http_layer
-    with _http_lock:
-        if _http_layer is None:
-            interval = sys.getswitchinterval()
-            sys.setswitchinterval(min(interval, _IMPORT_SWITCH_INTERVAL))
-            try:
-                _http_layer = importlib.import_module(".http", __package__)
-            finally:
-                sys.setswitchinterval(interval)
-        return _http_layer
+def _known(state: Prepared) -> str | None:
+    return None if state.type is UNSET else state.type
 
 
 def _first_failure(group: BaseExceptionGroup, order: Iterable[Any]) -> BaseException:

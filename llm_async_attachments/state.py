@@ -30,6 +30,7 @@ from typing import Any, Final, Literal, NamedTuple
 
 from .config import Config
 from .errors import AttachmentError, AttachmentsTotalTooLarge
+from .memory import Blob
 
 __all__ = [
     "UNSET",
@@ -119,12 +120,14 @@ class Prepared:
     """
 
     type: str | Literal[_Unset.UNSET] | None = UNSET
-    content: bytes | None = None
-    """The bytes read from the path or URL (``content=`` bytes stay the attachment's)."""
+    content_blob: Blob | None = None
+    """The bytes read from the path or URL (``content=`` bytes stay the attachment's),
+    held under the memory budget: see :attr:`content`."""
     id: str | None = None
     """SHA-256 of the bytes of a path or ``content=``: llm's ``id()`` unless ``_id`` is set."""
-    base64: str | None = None
-    """``base64_content()``, for content over 2 MiB: encoded once, off the event loop."""
+    base64_blob: Blob | None = None
+    """``base64_content()``, for content over 2 MiB, encoded once, off the event loop,
+    for models that read it: see :attr:`base64`."""
     check_type: bool = False
     """Some ``model.prompt()`` deferred llm's type check to after prepare; every
     prompt with this attachment then checks it there (cheap once the type is known)."""
@@ -136,6 +139,18 @@ class Prepared:
     _flights: dict[_Slot, asyncio.Future[AttachmentError | None]] = field(
         default_factory=dict, repr=False
     )
+
+    @property
+    def content(self) -> bytes | None:
+        """The bytes read, or ``None``: not read, or dropped from memory since."""
+        data = self.content_blob.read() if self.content_blob is not None else None
+        return data if isinstance(data, bytes) else None
+
+    @property
+    def base64(self) -> str | None:
+        """The base64 text of the content, or ``None``: not made, or dropped since."""
+        data = self.base64_blob.read() if self.base64_blob is not None else None
+        return data if isinstance(data, str) else None
 
     def computed_from(self, attachment: object) -> bool:
         """Whether ``attachment`` still has the fields this state was computed from."""

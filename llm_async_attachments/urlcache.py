@@ -1,0 +1,364 @@
+"""URL content shared by every attachment with that URL, under HTTP's caching rules.
+
+Separate ``llm.Attachment`` objects with the same URL share one fetch while
+its response is fresh (``max-age``, ``Expires``); a stale or ``no-cache``
+response is revalidated with ``If-None-Match`` / ``If-Modified-Since``, and a
+``304`` costs no body; a ``no-store`` response is never kept, in memory or
+on disk. The rules are RFC 9111's, as hishel decides them (see
+``http.caching``). Entries are kept per address policy: content fetched with
+``block_private`` off, or with more hosts allowed, never answers a caller
+with a stricter policy. URLs with credentials (``https://user:pw@...``) are
+never shared.
+
+Bodies are held in memory under the process's budget (``memory``); a body
+that leaves memory is written to the disk tier (``disk``), and read back from
+there, off the event loop, the next time it is needed: bytes that cost no
+download, which do not count against ``max_total_bytes``.
+
+This module also imports the HTTP layer the first time it is needed (see
+:func:`_http`). It knows nothing of llm.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import os
+import sys
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from . import memory
+from .config import Config
+from .disk import DiskTier
+from .errors import AttachmentError, AttachmentsTotalTooLarge
+from .state import FetchKey, fetch_key
+
+if TYPE_CHECKING:
+    from .budget import Meter
+    from .http.caching import Stored
+
+__all__ = ["Got", "content", "fetch_type"]
+
+_ENTRIES = 65536  # URLs remembered (their headers; bodies are under the memory budget)
+
+
+class Got(NamedTuple):
+    """What asking for a URL's content found."""
+
+    type: str | None
+    blob: memory.Blob | None
+    """The body, held by the caller's lease; ``None`` when it was not wanted."""
+    requests: int
+    downloaded: int
+    """Bytes downloaded for it (0 when the body came from memory or disk)."""
+
+
+@dataclass
+class _Entry:
+    stored: Stored
+    blob: memory.Blob  # its data is None once it left memory (then it is on disk)
+    disk_key: str
+
+
+_Key = tuple[str, bool, frozenset[str]]
+_entries: OrderedDict[_Key, _Entry] = OrderedDict()
+_entries_lock = threading.Lock()
+_flights: dict[
+    tuple[asyncio.AbstractEventLoop, _Key, FetchKey], asyncio.Future[AttachmentError | None]
+] = {}
+
+
+async def content(
+    url: str,
+    meter: Meter,
+    config: Config,
+    wanted: Callable[[str | None], bool],
+    lease: memory.Lease,
+) -> Got:
+    """The type of ``url`` and, if ``wanted(type)``, its body, from the cache if it may."""
+    if _has_credentials(url):
+        return await _download(url, meter, config, wanted, lease, None)
+    key: _Key = (url, config.block_private, frozenset(config.allow))
+    flight = (asyncio.get_running_loop(), key, fetch_key(config))
+    # One fetch at a time per URL and settings on a loop: the others then find it cached.
+    # A failure is shared with those waiting, as a copy each (the owner's own total
+    # budget excepted): a hundred attachments of one dead URL wait once, not in turn.
+    while (running := _flights.get(flight)) is not None:
+        failure = await asyncio.shield(running)
+        if failure is not None:
+            raise failure.copy()
+    future: asyncio.Future[AttachmentError | None] = asyncio.get_running_loop().create_future()
+    _flights[flight] = future
+    failure = None
+    try:
+        return await _cached(url, key, meter, config, wanted, lease)
+    except AttachmentsTotalTooLarge:
+        raise
+    except AttachmentError as error:
+        failure = error
+        raise
+    finally:
+        del _flights[flight]
+        future.set_result(failure)
+
+
+async def _cached(
+    url: str,
+    key: _Key,
+    meter: Meter,
+    config: Config,
+    wanted: Callable[[str | None], bool],
+    lease: memory.Lease,
+) -> Got:
+    http = _http_layer or await _http()
+    entry = _entries.get(key)
+    tier = _tier(config)
+    if entry is None and tier is not None:
+        entry = await _from_disk(tier, key)
+    if entry is None:
+        return await _download(url, meter, config, wanted, lease, key)
+    decision = http.caching.lookup(url, http.REQUEST_HEADERS, entry.stored)
+    if isinstance(decision, http.caching.Miss):
+        return await _download(url, meter, config, wanted, lease, key)
+    content_type = entry.stored.content_type
+    if not wanted(content_type):
+        if isinstance(decision, http.caching.Fresh):
+            return Got(content_type, None, 0, 0)
+        return await _download(url, meter, config, wanted, lease, key)
+    blob = await _body(entry, tier, lease, config)
+    if blob is None:  # gone from memory and disk: fetch it whole
+        _forget(key)
+        return await _download(url, meter, config, wanted, lease, key)
+    if isinstance(decision, http.caching.Fresh):
+        return Got(content_type, blob, 0, 0)
+    fetched = await http.fetch_content(url, meter, config, wanted, decision.headers)
+    if fetched.status == 304:
+        refreshed = http.caching.refreshed(entry.stored, fetched.status, fetched.headers)
+        if refreshed is not None:
+            entry.stored = refreshed
+            await _remember(key, entry, tier)
+            return Got(content_type, blob, fetched.requests, 0)
+        _forget(key)
+        return await _download(url, meter, config, wanted, lease, key)
+    return await _keep(http, url, key, fetched, config, lease, tier)
+
+
+async def _download(
+    url: str,
+    meter: Meter,
+    config: Config,
+    wanted: Callable[[str | None], bool],
+    lease: memory.Lease,
+    key: _Key | None,
+) -> Got:
+    http = _http_layer or await _http()
+    fetched = await http.fetch_content(url, meter, config, wanted)
+    if key is None or fetched.content is None:
+        blob = None
+        if fetched.content is not None:
+            blob = await _admit(fetched.content, config, lease, keep=True)
+        return Got(fetched.type, blob, fetched.requests, len(fetched.content or b""))
+    return await _keep(http, url, key, fetched, config, lease, _tier(config))
+
+
+async def _keep(
+    http: ModuleType,
+    url: str,
+    key: _Key,
+    fetched: Any,
+    config: Config,
+    lease: memory.Lease,
+    tier: DiskTier | None,
+) -> Got:
+    """A new response: kept and shared if HTTP's rules allow and it can ever be reused."""
+    body: bytes | None = fetched.content
+    downloaded = len(body or b"")
+    if body is None:
+        return Got(fetched.type, None, fetched.requests, 0)
+    stored = http.caching.to_store(
+        url, fetched.request_headers, fetched.status, fetched.headers, fetched.type
+    )
+    if stored is None or not http.caching.reusable(stored):
+        _forget(key)
+        # no-store and the like: held while this prepare and execute need it, then gone.
+        keep = stored is not None
+        blob = await _admit(body, config, lease, keep=keep)
+        return Got(fetched.type, blob, fetched.requests, downloaded)
+    disk_key = _disk_key(key)
+    blob = await _admit(body, config, lease, keep=True, source=disk_key if tier else None)
+    await _remember(key, _Entry(stored, blob, disk_key), None)
+    return Got(fetched.type, blob, fetched.requests, downloaded)
+
+
+async def _body(
+    entry: _Entry, tier: DiskTier | None, lease: memory.Lease, config: Config
+) -> memory.Blob | None:
+    """The entry's body held by ``lease``: from memory, else read back from disk."""
+    blob = entry.blob
+    if memory.hold(blob, lease):
+        return blob
+    if tier is None:
+        return None
+    found = await tier.get(entry.disk_key)
+    if found is None:
+        return None
+    body, _meta = found
+    entry.blob = await _admit(body, config, lease, keep=True, source=entry.disk_key)
+    entry.blob.on_disk = True
+    return entry.blob
+
+
+async def _admit(
+    body: bytes, config: Config, lease: memory.Lease, *, keep: bool, source: str | None = None
+) -> memory.Blob:
+    """Hold ``body`` under the budget, writing what leaves memory to make room to disk."""
+    blob, leaving = memory.admit(
+        body, keep=keep, budget=config.cache_bytes, lease=lease, source=source
+    )
+    if leaving:
+        tier = _tier(config)
+        for each in leaving:
+            data = each.data
+            if tier is not None and isinstance(data, bytes) and each.source and not each.on_disk:
+                entry = _entries.get(_key_of(each.source))
+                meta = entry.stored.to_bytes() if entry is not None else b""
+                each.on_disk = await tier.put(each.source, data, meta)
+            memory.left(each)
+    return blob
+
+
+async def _remember(key: _Key, entry: _Entry, tier: DiskTier | None) -> None:
+    with _entries_lock:
+        _entries[key] = entry
+        _entries.move_to_end(key)
+        while len(_entries) > _ENTRIES:
+            _entries.popitem(last=False)
+    if tier is not None and entry.blob.on_disk:
+        # The headers changed (a 304): the copy on disk carries them too.
+        data = entry.blob.data
+        if isinstance(data, bytes):
+            await tier.put(entry.disk_key, data, entry.stored.to_bytes())
+
+
+def _forget(key: _Key) -> None:
+    with _entries_lock:
+        _entries.pop(key, None)
+
+
+async def _from_disk(tier: DiskTier, key: _Key) -> _Entry | None:
+    """An entry another process, or this one before, left on disk (headers only now)."""
+    disk_key = _disk_key(key)
+    if not tier.may_have(disk_key):
+        return None
+    found = await tier.get(disk_key)
+    if found is None:
+        return None
+    http = _http_layer or await _http()
+    try:
+        stored = http.caching.Stored.from_bytes(found[1])
+    except ValueError:
+        await tier.remove(disk_key)
+        return None
+    # The body is read again when wanted: dropping it here keeps memory for use.
+    blob = memory.Blob(found[0], keep=True, source=disk_key)
+    blob.data, blob.on_disk = None, True
+    entry = _Entry(stored, blob, disk_key)
+    with _entries_lock:
+        _entries[key] = entry
+    return entry
+
+
+def _disk_key(key: _Key) -> str:
+    url, block_private, allow = key
+    return "\n".join([url, "private-blocked" if block_private else "open", *sorted(allow)])
+
+
+def _key_of(disk_key: str) -> _Key:
+    url, policy, *allow = disk_key.split("\n")
+    return (url, policy == "private-blocked", frozenset(allow))
+
+
+def _has_credentials(url: str) -> bool:
+    authority = url.partition("://")[2].split("/", 1)[0]
+    return "@" in authority
+
+
+_tiers: dict[tuple[str, int], DiskTier] = {}
+
+
+def _tier(config: Config) -> DiskTier | None:
+    """The disk tier of ``config``'s directory and size, or ``None`` when it is off."""
+    if not config.disk_cache_bytes:
+        return None
+    directory = config.disk_cache_dir or _default_directory()
+    slot = (directory, config.disk_cache_bytes)
+    tier = _tiers.get(slot)
+    if tier is None:
+        tier = _tiers.setdefault(slot, DiskTier(Path(directory), config.disk_cache_bytes))
+    return tier
+
+
+def _default_directory() -> str:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "llm-async-attachments")
+
+
+def read_back(url: str, config: Config) -> bytes | None:
+    """The body kept for ``url`` under ``config``'s policy, from memory or, blocking,
+    from disk; ``None`` if none is kept. For sync reads that prepare did not foresee."""
+    entry = _entries.get((url, config.block_private, frozenset(config.allow)))
+    if entry is None:
+        return None
+    data = entry.blob.read()
+    if isinstance(data, bytes):
+        return data
+    tier = _tier(config)
+    found = tier.get_blocking(entry.disk_key) if tier is not None else None
+    return found[0] if found is not None else None
+
+
+async def fetch_type(url: str, config: Config) -> tuple[str | None, int]:
+    """The type of ``url``: from a fresh cached response, else by ``HEAD`` (see the HTTP layer)."""
+    entry = _entries.get((url, config.block_private, frozenset(config.allow)))
+    http = _http_layer or await _http()
+    if entry is not None and not _has_credentials(url):
+        decision = http.caching.lookup(url, http.REQUEST_HEADERS, entry.stored)
+        if isinstance(decision, http.caching.Fresh):
+            return entry.stored.content_type, 0
+    fetched = await http.fetch_type(url, config)
+    return fetched.type, fetched.requests
+
+
+# The HTTP layer imports httpx, httpcore, h11 and anyio's asyncio backend: tens of
+# milliseconds that every llm command would pay if the llm plugin imported it. It
+# is imported when a URL is first fetched instead, on a worker thread that this
+# awaits, so that the event loop goes on meanwhile. An importing thread holds the
+# GIL until another thread has waited for it for the switch interval (5 ms by
+# default), and the loop's thread would wait that long on every tick: the
+# interval is 1 ms while the import runs (once per process).
+_http_layer: ModuleType | None = None
+_http_lock = threading.Lock()
+_IMPORT_SWITCH_INTERVAL = 0.001
+
+
+async def _http() -> ModuleType:
+    return await asyncio.to_thread(_import_http)
+
+
+def _import_http() -> ModuleType:
+    global _http_layer
+    with _http_lock:
+        if _http_layer is None:
+            interval = sys.getswitchinterval()
+            sys.setswitchinterval(min(interval, _IMPORT_SWITCH_INTERVAL))
+            try:
+                _http_layer = importlib.import_module(".http", __package__)
+            finally:
+                sys.setswitchinterval(interval)
+        return _http_layer

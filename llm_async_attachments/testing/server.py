@@ -153,6 +153,8 @@ class StaticFile:
     content_type: str | None
     latency: float
     head_status: int | None
+    headers: tuple[tuple[str, str], ...] = ()
+    """Extra response headers (``Cache-Control``, ``ETag``, ``Last-Modified``, ...)."""
 
 
 class BadRequest(Exception):
@@ -272,11 +274,13 @@ class FileHandler(BaseHTTPRequestHandler):
 
     def stream(self, chunks: Iterable[bytes | memoryview]) -> bool:
         """Write chunks until done, disconnect or stop; True if all were sent."""
+        path = urlsplit(self.path).path
         try:
             for chunk in chunks:
                 if self.owner.stopping.is_set():
                     break
                 self.wfile.write(chunk)
+                self.owner._sent(path, len(chunk))
             else:
                 return True
         except OSError:  # BrokenPipe, ConnectionReset, timeouts, closed socket
@@ -291,10 +295,13 @@ class FileHandler(BaseHTTPRequestHandler):
         if head and f.head_status is not None:
             self.start(f.head_status, [("Content-Length", "0")])
             return
+        if _not_modified(f, self.headers):
+            self.start(304, list(f.headers))
+            return
         self.send_file(f, head)
 
     def send_file(self, f: StaticFile, head: bool) -> None:
-        self.send_body(200, type_header(f), f.body, head)
+        self.send_body(200, [*type_header(f), *f.headers], f.body, head)
 
     def send_body(
         self, status: int, headers: list[tuple[str, str]], body: bytes | memoryview, head: bool
@@ -328,6 +335,16 @@ class FileHandler(BaseHTTPRequestHandler):
                 self.wfile.write(b"\0")
         except OSError:
             self.close_connection = True
+
+
+def _not_modified(f: StaticFile, request: Any) -> bool:
+    """Whether a conditional ``GET`` matches ``f``'s ``ETag`` or ``Last-Modified``."""
+    kept = {name.lower(): value for name, value in f.headers}
+    tags = request.get("If-None-Match")
+    if tags is not None and "etag" in kept:
+        return tags.strip() == "*" or kept["etag"] in [tag.strip() for tag in tags.split(",")]
+    since = request.get("If-Modified-Since")
+    return since is not None and since == kept.get("last-modified")
 
 
 def type_header(f: StaticFile) -> list[tuple[str, str]]:
@@ -373,6 +390,9 @@ class FileServer(ServerThread):
         self.base_url = ""
         self.requests: list[tuple[str, str]] = []
         """``(method, path)`` of every request, in order of arrival."""
+        self.body_bytes: dict[str, int] = {}
+        """Body bytes written to clients, per path (the socket took them; the client
+        may not have read them all)."""
         self.stopping = threading.Event()
         self._lock = threading.Lock()
         self._files: dict[str, StaticFile] = {}
@@ -402,16 +422,22 @@ class FileServer(ServerThread):
         content_type: str | None = "application/octet-stream",
         latency: float = 0.0,
         head_status: int | None = None,
+        headers: Iterable[tuple[str, str]] = (),
     ) -> str:
         """Serve ``body`` at ``path`` and return its URL.
 
         ``content_type=None`` sends no Content-Type; ``latency`` delays each
         ``HEAD`` and ``GET`` by that many seconds; ``head_status`` makes
         ``HEAD`` answer that status (such as 405) with an empty body.
+        ``headers`` go with every response: caching headers, say. With an
+        ``ETag`` (or ``Last-Modified``) among them, a ``GET`` whose
+        ``If-None-Match`` (or ``If-Modified-Since``) matches is answered
+        ``304 Not Modified``, with no body.
         """
         if not path.startswith("/"):
             raise ValueError("path must start with '/'")
-        self.store(path, StaticFile(bytes(body), content_type, latency, head_status))
+        static = StaticFile(bytes(body), content_type, latency, head_status, tuple(headers))
+        self.store(path, static)
         return self.url(path)
 
     def store(self, path: str, static: StaticFile) -> None:
@@ -448,7 +474,12 @@ class FileServer(ServerThread):
             self._server.peak_connections = self._server.open_connections()
         with self._lock:
             self.requests.clear()
+            self.body_bytes.clear()
             self._files.clear()
+
+    def _sent(self, path: str, size: int) -> None:
+        with self._lock:
+            self.body_bytes[path] = self.body_bytes.get(path, 0) + size
 
     def _record(self, request: FileHandler) -> None:
         with self._lock:

@@ -38,7 +38,7 @@ import struct
 import threading
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import ClassVar, cast
 from urllib.parse import urlencode, urlsplit
 
@@ -177,10 +177,10 @@ class _HostileHandler(FileHandler):
 
     def send_file(self, f: StaticFile, head: bool) -> None:
         if isinstance(f, _EncodedFile):  # Range is ignored for encoded bodies
-            headers = [*type_header(f), ("Content-Encoding", f.encoding)]
+            headers = [*type_header(f), *f.headers, ("Content-Encoding", f.encoding)]
             self.send_body(200, headers, f.body, head)
             return
-        headers = [*type_header(f), ("Accept-Ranges", "bytes")]
+        headers = [*type_header(f), *f.headers, ("Accept-Ranges", "bytes")]
         status, body = 200, memoryview(f.body)
         range_header = self.headers.get("Range")
         if range_header and not head:
@@ -391,14 +391,22 @@ class HostileFileServer(FileServer):
         content_type: str | None = "application/octet-stream",
         latency: float = 0.0,
         head_status: int | None = None,
+        headers: Iterable[tuple[str, str]] = (),
         gzip: bool = False,
     ) -> str:
         """:meth:`FileServer.add`; ``gzip`` sends the body gzip-encoded (``Range`` is ignored)."""
         url = super().add(
-            path, body, content_type=content_type, latency=latency, head_status=head_status
+            path,
+            body,
+            content_type=content_type,
+            latency=latency,
+            head_status=head_status,
+            headers=headers,
         )
         if gzip:
-            encoded = _EncodedFile(_compress(body, "gzip"), content_type, latency, head_status)
+            encoded = _EncodedFile(
+                _compress(body, "gzip"), content_type, latency, head_status, tuple(headers)
+            )
             self.store(path, encoded)
         return url
 

@@ -24,6 +24,7 @@ from tests.support.scenario import warm_up
 
 # pyleak's default (200 ms) would let a blocking fetch on loopback pass unseen.
 BLOCKING_THRESHOLD = 0.1
+DISK_DIR = "LLM_ASYNC_ATTACHMENTS_DISK_CACHE_DIR"
 
 
 pytest_plugins = ["pytester"]
@@ -71,10 +72,23 @@ def _seeded_random(request: pytest.FixtureRequest) -> None:
     random.seed(request.node.nodeid)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _disk_tier(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The disk tier of every test, and of child processes, in a temporary directory."""
+    directory = str(tmp_path_factory.mktemp("disk-tier"))
+    previous = os.environ.get(DISK_DIR)
+    os.environ[DISK_DIR] = directory
+    yield directory
+    if previous is None:
+        del os.environ[DISK_DIR]
+    else:
+        os.environ[DISK_DIR] = previous
+
+
 @pytest.fixture(autouse=True)
-def strict_guard():
+def strict_guard(_disk_tier: str):
     """The guard raises on any blocking attachment read on an event loop."""
-    laa.configure(laa.Config(guard="strict"))
+    laa.configure(laa.Config(guard="strict", disk_cache_dir=_disk_tier))
     yield
     laa.configure(None)
 

@@ -1,0 +1,129 @@
+"""The shared URL cache: HTTP's rules across attachment objects, memory budget, disk tier."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import itertools
+import os
+from pathlib import Path
+
+import llm
+
+import llm_async_attachments as laa
+from llm_async_attachments import memory
+from llm_async_attachments.state import peek
+from llm_async_attachments.testing import samples
+
+_paths = itertools.count()
+
+
+def fresh_path(name: str) -> str:
+    """A path no other test serves: the cache is the process's, across tests."""
+    return f"/cache/{next(_paths)}/{name}"
+
+
+def with_config(**changes) -> laa.Config:
+    config = dataclasses.replace(laa.get_config(), **changes)
+    laa.configure(config)
+    return config
+
+
+async def prepare_new_objects(url: str, times: int) -> list[llm.Attachment]:
+    attachments = []
+    for _ in range(times):
+        attachment = llm.Attachment(url=url)
+        await laa.prepare_attachments(llm.Prompt("look", None, attachments=[attachment]))
+        attachments.append(attachment)
+    return attachments
+
+
+def disk_files(directory: str) -> list[Path]:
+    return [path for path in Path(directory).rglob("*") if path.is_file()]
+
+
+async def test_separate_attachments_share_one_fetch_while_fresh(file_server):
+    body = samples.png()
+    url = file_server.add(
+        fresh_path("cat.png"),
+        body,
+        content_type="image/png",
+        headers=[("Cache-Control", "max-age=3600")],
+    )
+    attachments = await prepare_new_objects(url, 3)
+    assert file_server.count("GET", url) == 1
+    assert all(attachment.content_bytes() == body for attachment in attachments)
+
+
+async def test_stale_or_no_cache_is_revalidated_and_a_304_costs_no_body(file_server):
+    body = samples.pdf()
+    url = file_server.add(
+        fresh_path("doc.pdf"),
+        body,
+        content_type="application/pdf",
+        headers=[("Cache-Control", "no-cache"), ("ETag", '"v1"')],
+    )
+    attachments = await prepare_new_objects(url, 3)
+    assert file_server.count("GET", url) == 3  # every use asks the server...
+    path = "/" + url.split("/", 3)[3]
+    assert file_server.body_bytes[path] == len(body)  # ...but the body came once
+    assert all(attachment.content_bytes() == body for attachment in attachments)
+
+
+async def test_no_store_is_never_kept_in_memory_or_on_disk(file_server, _disk_tier):
+    body = b"%PDF-1.4 secret" + b"\0" * 4096
+    url = file_server.add(
+        fresh_path("private.pdf"),
+        body,
+        content_type="application/pdf",
+        headers=[("Cache-Control", "no-store")],
+    )
+    before = set(disk_files(_disk_tier))
+    attachments = await prepare_new_objects(url, 2)
+    assert file_server.count("GET", url) == 2
+    for attachment in attachments:
+        state = peek(attachment)
+        assert state is not None and state.content is None  # gone once its prepare ended
+    assert not any(body in path.read_bytes() for path in set(disk_files(_disk_tier)) - before)
+
+
+async def test_an_enrichment_of_10000_rows_over_100_urls_makes_100_fetches(file_server):
+    urls = [
+        file_server.add(
+            fresh_path(f"img{n}.png"),
+            samples.png(),
+            content_type="image/png",
+            headers=[("Cache-Control", "max-age=600")],
+        )
+        for n in range(100)
+    ]
+
+    async def row(index: int) -> None:
+        attachment = llm.Attachment(url=urls[index % 100])
+        await laa.prepare_attachments(llm.Prompt("describe", None, attachments=[attachment]))
+
+    for batch in range(0, 10_000, 500):  # as an enrichment runs its rows, a batch at a time
+        await asyncio.gather(*(row(index) for index in range(batch, batch + 500)))
+    assert sum(file_server.count("GET", url) for url in urls) == 100
+    assert sum(file_server.count("HEAD", url) for url in urls) == 0
+
+
+async def test_content_over_the_budget_leaves_memory_and_comes_back_from_disk(file_server):
+    with_config(cache_bytes=3 * 1024 * 1024)
+    bodies = [os.urandom(1024 * 1024) for _ in range(6)]
+    urls = [
+        file_server.add(
+            fresh_path(f"blob{n}.bin"), body, headers=[("Cache-Control", "max-age=600")]
+        )
+        for n, body in enumerate(bodies)
+    ]
+    first = [llm.Attachment(url=url, type="application/octet-stream") for url in urls]
+    for attachment in first:
+        await laa.prepare_attachments(llm.Prompt("one", None, attachments=[attachment]))
+    assert memory.statistics().held <= 3 * 1024 * 1024
+    assert peek(first[0]).content is None  # left memory...
+    again = [llm.Attachment(url=url, type="application/octet-stream") for url in urls[:2]]
+    summary = await laa.prepare_attachments(llm.Prompt("two", None, attachments=again))
+    assert [a.content_bytes() for a in again] == bodies[:2]  # ...and came back from disk
+    assert summary.requests == 0 and summary.bytes_fetched == 0
+    assert all(file_server.count("GET", url) == 1 for url in urls)

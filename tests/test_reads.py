@@ -1,0 +1,121 @@
+"""Prepare what the model reads: learned from what its execute() did, per kind of attachment."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import subprocess
+import sys
+import warnings
+from collections.abc import AsyncGenerator
+from pathlib import Path
+from typing import Any
+
+import llm
+import pytest
+
+import llm_async_attachments as laa
+from llm_async_attachments.guard import BlockingAttachmentAccessWarning
+from llm_async_attachments.state import peek
+from llm_async_attachments.testing import samples
+
+ROOT = Path(__file__).resolve().parent.parent
+_paths = itertools.count()
+
+
+def fresh_path(name: str) -> str:
+    return f"/reads/{next(_paths)}/{name}"
+
+
+class Changing(llm.AsyncModel):
+    """Reads nothing, until told to read every attachment of the conversation."""
+
+    model_id = "changing"
+    attachment_types = frozenset({"application/pdf"})
+    read = False
+
+    async def execute(
+        self, prompt: Any, stream: bool, response: Any, conversation: Any = None
+    ) -> AsyncGenerator[str, None]:
+        attachments = [a for r in conversation.responses for a in r.prompt.attachments]
+        attachments += prompt.attachments
+        sizes = [len(a.content_bytes()) for a in attachments] if self.read else []
+        yield json.dumps(sizes)
+
+
+class CurrentOnly(llm.AsyncModel):
+    """Reads the prompt's own attachments, never the history's (as many plugins do)."""
+
+    model_id = "current-only"
+    attachment_types = frozenset({"application/pdf"})
+
+    async def execute(
+        self, prompt: Any, stream: bool, response: Any, conversation: Any = None
+    ) -> AsyncGenerator[str, None]:
+        yield json.dumps([len(a.content_bytes()) for a in prompt.attachments])
+
+
+def pdf_url(file_server, size: int = 64 * 1024) -> str:
+    body = samples.pdf() + b"\0" * size
+    return file_server.add(fresh_path("doc.pdf"), body, content_type="application/pdf")
+
+
+async def test_a_model_that_reads_nothing_gets_no_bodies_after_its_first_turn(file_server):
+    model = laa.prepare_before_execute(Changing())
+    conversation = model.conversation()
+    urls = [pdf_url(file_server) for _ in range(4)]
+    for url in urls:
+        await conversation.prompt("turn", attachments=[llm.Attachment(url=url)]).text()
+    first, *later = urls
+    assert file_server.body_bytes.get("/" + first.split("/", 3)[3], 0) > 0  # not known yet
+    for url in later:  # learned: one GET for the type, its body never read
+        assert file_server.count("GET", url) == 1
+        assert file_server.body_bytes.get("/" + url.split("/", 3)[3], 0) < 64 * 1024
+
+
+async def test_a_model_whose_reads_change_between_turns_still_works(file_server):
+    changing = Changing()
+    model = laa.prepare_before_execute(changing)
+    conversation = model.conversation()
+    urls = [pdf_url(file_server) for _ in range(3)]
+    assert await conversation.prompt("one", attachments=[llm.Attachment(url=urls[0])]).text()
+    await conversation.prompt("two", attachments=[llm.Attachment(url=urls[1])]).text()
+    changing.read = True
+    with pytest.warns(BlockingAttachmentAccessWarning, match="had not read attachments"):
+        sizes = await conversation.prompt("three", attachments=[llm.Attachment(url=urls[2])]).text()
+    assert json.loads(sizes) == [len(samples.pdf()) + 64 * 1024] * 3
+    # Remembered: the next turn prepares every body first, and reads without a warning.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", BlockingAttachmentAccessWarning)
+        assert json.loads(await conversation.prompt("four").text()) == json.loads(sizes)
+
+
+async def test_history_that_a_model_never_reads_is_not_fetched_again(file_server):
+    laa.configure(laa.Config(guard="strict", cache_bytes=256 * 1024))
+    model = laa.prepare_before_execute(CurrentOnly())
+    conversation = model.conversation()
+    urls = [pdf_url(file_server, 128 * 1024) for _ in range(6)]
+    for url in urls:
+        reply = await conversation.prompt("turn", attachments=[llm.Attachment(url=url)]).text()
+        assert json.loads(reply) == [len(samples.pdf()) + 128 * 1024]
+    # Each body was fetched once; those that left memory were not fetched back.
+    assert all(file_server.count("GET", url) == 1 for url in urls)
+    first = conversation.responses[0].prompt.attachments[0]
+    assert peek(first).content is None
+
+
+def test_200_turns_of_llm_echo_with_a_new_2_mib_url_each_stay_within_a_64_mib_budget():
+    """RSS measured in a child process: this one's memory is the whole suite's."""
+    result = subprocess.run(
+        [sys.executable, "-m", "tests.support.long_chat", "--turns", "200", "--size", "2MiB"],
+        cwd=ROOT,
+        env={**os.environ, "LLM_ASYNC_ATTACHMENTS_CACHE_BYTES": "64MiB"},
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["turns_ok"] == 200
+    assert report["rss_growth_mib"] <= 64 + 32, report  # the budget plus a small constant

@@ -14,7 +14,7 @@ OLDEST_VENV := .venv-oldest
 OLDEST_EXTRA := llm-echo==0.4
 NEWEST_VENV := .venv-newest
 # Prints the Python and the versions a suite runs on, first thing in its log.
-VERSIONS := -c "import importlib.metadata as m, platform; print('Python', platform.python_version(), *(f'{d}=={m.version(d)}' for d in ('llm', 'httpx', 'httpcore', 'puremagic')))"
+VERSIONS := -c "import importlib.metadata as m, platform; print('Python', platform.python_version(), *(f'{d}=={m.version(d)}' for d in ('llm', 'httpx', 'httpcore', 'puremagic', 'hishel')))"
 
 .PHONY: demo test test-oldest test-py312 test-py313 test-newest lint clean docs bench dist check-dist
 

@@ -60,7 +60,11 @@ class Exchange:
     async def send(
         self, method: str, headers: Mapping[str, str] | None = None
     ) -> AsyncIterator[httpx.Response]:
-        """The final response after at most three redirects, its body not read yet."""
+        """The final response after at most three redirects, its body not read yet.
+
+        ``headers`` go with every request, redirects included, over our defaults;
+        ``response.request`` is the request that got the final response.
+        """
         url, visited = self.url, {str(self.url)}
         for hop in range(MAX_REDIRECTS + 1):
             response = await self._send_with_retries(method, url, headers)
@@ -107,9 +111,9 @@ class Exchange:
             self.requests += 1
             try:
                 with self._gate.sending():
-                    response = await self._pool.send(
-                        self._request(method, url, headers), self._shard
-                    )
+                    request = self._request(method, url, headers)
+                    response = await self._pool.send(request, self._shard)
+                    response.request = request  # what was sent, for Fetched.request_headers
             except httpx.TransportError as error:
                 delay = backoff(attempt)
                 if last or not is_transient(error) or not self._room_for(delay):

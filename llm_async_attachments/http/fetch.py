@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -42,15 +42,27 @@ __all__ = ["Fetched", "fetch_content", "fetch_type"]
 HEAD_REFUSED = frozenset({403, 405, 501})
 _AUTHORITY_END = re.compile(r"[/?#]")
 _SNIFF_LIMIT = 1024 * 1024  # a ranged GET for sniffing never reads more than this
+# Never kept in Fetched.request_headers: credentials stay in the request that sent them.
+_CREDENTIALS = frozenset({"authorization", "proxy-authorization", "cookie"})
 
 
 @dataclass(frozen=True)
 class Fetched:
-    """What fetching one URL found. ``content`` is ``None`` when only the type was wanted."""
+    """What fetching one URL found. ``content`` is ``None`` when only the type was wanted.
+
+    ``status`` is the final response's (a 2xx, or 304 when a conditional
+    request's stored response still holds: then ``type`` and ``content`` are
+    ``None``). ``headers`` are its headers as received (names lower-cased),
+    ``request_headers`` those sent with the request that got it, ours and the
+    conditional ones, but never ``Authorization`` or any other credential.
+    """
 
     type: str | None
     content: bytes | None
     requests: int
+    status: int = 200
+    headers: tuple[tuple[str, str], ...] = ()
+    request_headers: tuple[tuple[str, str], ...] = ()
 
 
 async def fetch_type(url: str, config: Config) -> Fetched:
@@ -68,6 +80,7 @@ async def fetch_content(
     meter: Meter,
     config: Config,
     wanted: Callable[[str | None], bool] = lambda content_type: True,
+    conditional: Mapping[str, str] | None = None,
 ) -> Fetched:
     """Type and bytes of ``url`` from a single streamed ``GET``.
 
@@ -76,8 +89,15 @@ async def fetch_content(
     known, the body is not read and ``content`` is ``None``: one request
     decides both. Sizes are checked against ``meter`` on ``Content-Length``
     before the body and on every byte as it arrives.
+
+    ``conditional`` headers (``If-None-Match``, ``If-Modified-Since``, from
+    :func:`.caching.lookup`) go with the ``GET``; only then is a 304 an
+    answer, with ``status`` 304 and no body read. Without them a 304 is an
+    :class:`~..errors.AttachmentHTTPStatusError`, like any other non-2xx.
     """
-    return await _fetch(url, config, lambda exchange: _content_of(exchange, meter, wanted))
+    return await _fetch(
+        url, config, lambda exchange: _content_of(exchange, meter, wanted, conditional)
+    )
 
 
 async def _fetch(
@@ -128,7 +148,7 @@ async def _type_of(exchange: Exchange) -> Fetched:
                 _check_status(response, exchange.source)
                 declared = mime.normalise(response.headers.get("content-type"))
                 if mime.usable(declared):
-                    return _result(exchange, declared, None)
+                    return _result(exchange, declared, None, response)
     except httpx.ReadTimeout:
         pass  # the server took the HEAD but never answered it; a GET may still work
     range_header = {"Range": f"bytes=0-{mime.SNIFF_BYTES - 1}"}
@@ -136,40 +156,58 @@ async def _type_of(exchange: Exchange) -> Fetched:
         _check_status(response, exchange.source)
         declared = mime.normalise(response.headers.get("content-type"))
         if mime.usable(declared):
-            return _result(exchange, declared, None)
+            return _result(exchange, declared, None, response)
         meter = Budget(_SNIFF_LIMIT, _SNIFF_LIMIT).meter(exchange.source)
         body = Body(response, meter, exchange.source)
         try:
             head = await body.read_until(mime.SNIFF_BYTES)
         finally:
             await body.aclose()
-        return _result(exchange, mime.sniff(head) or declared, None)
+        return _result(exchange, mime.sniff(head) or declared, None, response)
 
 
 async def _content_of(
-    exchange: Exchange, meter: Meter, wanted: Callable[[str | None], bool]
+    exchange: Exchange,
+    meter: Meter,
+    wanted: Callable[[str | None], bool],
+    conditional: Mapping[str, str] | None,
 ) -> Fetched:
-    async with exchange.send("GET") as response:
+    async with exchange.send("GET", conditional) as response:
+        if conditional and response.status_code == 304:
+            return _result(exchange, None, None, response)  # what is stored still holds
         _check_status(response, exchange.source)
         declared = mime.normalise(response.headers.get("content-type"))
         if mime.usable(declared) and not wanted(declared):
-            return _result(exchange, declared, None)
+            return _result(exchange, declared, None, response)
         meter.declare(_content_length(response), "Content-Length")
         body = Body(response, meter, exchange.source)
         try:
             if mime.usable(declared):
-                return _result(exchange, declared, await body.read_all())
+                return _result(exchange, declared, await body.read_all(), response)
             sniffed = mime.sniff(await body.read_until(mime.SNIFF_BYTES)) or declared
             if not wanted(sniffed):
-                return _result(exchange, sniffed, None)
+                return _result(exchange, sniffed, None, response)
             content = await body.read_all()
-            return _result(exchange, mime.sniff(content) or declared, content)
+            return _result(exchange, mime.sniff(content) or declared, content, response)
         finally:
             await body.aclose()
 
 
-def _result(exchange: Exchange, content_type: str | None, content: bytes | None) -> Fetched:
-    return Fetched(content_type, content, exchange.requests)
+def _result(
+    exchange: Exchange,
+    content_type: str | None,
+    content: bytes | None,
+    response: httpx.Response,
+) -> Fetched:
+    sent = response.request.headers.multi_items()
+    return Fetched(
+        content_type,
+        content,
+        exchange.requests,
+        response.status_code,
+        tuple(response.headers.multi_items()),
+        tuple((name, value) for name, value in sent if name not in _CREDENTIALS),
+    )
 
 
 def _check_status(response: httpx.Response, source: str) -> None:

@@ -182,12 +182,13 @@ async def _keep(
     if body is None:
         return Got(fetched.type, None, fetched.requests, 0)
     stored = http.caching.to_store(
-        url, fetched.request_headers, fetched.status, fetched.headers, fetched.type
+        url, dict(fetched.request_headers), fetched.status, fetched.headers, fetched.type
     )
-    if stored is None or not http.caching.reusable(stored):
+    if stored is None:
+        # Not shared: kept for this attachment only, or (no-store) only while this
+        # prepare and the execute after it need it.
         _forget(key)
-        # no-store and the like: held while this prepare and execute need it, then gone.
-        keep = stored is not None
+        keep = not http.caching.no_store(fetched.headers)
         blob = await _admit(body, config, lease, keep=keep)
         return Got(fetched.type, blob, fetched.requests, downloaded)
     disk_key = _disk_key(key)

@@ -14,8 +14,10 @@ import llm_async_attachments as laa
 from llm_async_attachments import memory
 from llm_async_attachments.state import peek
 from llm_async_attachments.testing import samples
+from tests.support.models import Reader
 
 _paths = itertools.count()
+READER = Reader()
 
 
 def fresh_path(name: str) -> str:
@@ -33,7 +35,7 @@ async def prepare_new_objects(url: str, times: int) -> list[llm.Attachment]:
     attachments = []
     for _ in range(times):
         attachment = llm.Attachment(url=url)
-        await laa.prepare_attachments(llm.Prompt("look", None, attachments=[attachment]))
+        await laa.prepare_attachments(llm.Prompt("look", READER, attachments=[attachment]))
         attachments.append(attachment)
     return attachments
 
@@ -100,10 +102,10 @@ async def test_an_enrichment_of_10000_rows_over_100_urls_makes_100_fetches(file_
 
     async def row(index: int) -> None:
         attachment = llm.Attachment(url=urls[index % 100])
-        await laa.prepare_attachments(llm.Prompt("describe", None, attachments=[attachment]))
+        await laa.prepare_attachments(llm.Prompt("describe", READER, attachments=[attachment]))
 
-    for batch in range(0, 10_000, 500):  # as an enrichment runs its rows, a batch at a time
-        await asyncio.gather(*(row(index) for index in range(batch, batch + 500)))
+    for batch in range(0, 10_000, 100):  # as an enrichment runs its rows, a batch at a time
+        await asyncio.gather(*(row(index) for index in range(batch, batch + 100)))
     assert sum(file_server.count("GET", url) for url in urls) == 100
     assert sum(file_server.count("HEAD", url) for url in urls) == 0
 
@@ -117,13 +119,13 @@ async def test_content_over_the_budget_leaves_memory_and_comes_back_from_disk(fi
         )
         for n, body in enumerate(bodies)
     ]
-    first = [llm.Attachment(url=url, type="application/octet-stream") for url in urls]
+    first = [llm.Attachment(url=url, type="application/pdf") for url in urls]
     for attachment in first:
-        await laa.prepare_attachments(llm.Prompt("one", None, attachments=[attachment]))
+        await laa.prepare_attachments(llm.Prompt("one", READER, attachments=[attachment]))
     assert memory.statistics().held <= 3 * 1024 * 1024
     assert peek(first[0]).content is None  # left memory...
-    again = [llm.Attachment(url=url, type="application/octet-stream") for url in urls[:2]]
-    summary = await laa.prepare_attachments(llm.Prompt("two", None, attachments=again))
+    again = [llm.Attachment(url=url, type="application/pdf") for url in urls[:2]]
+    summary = await laa.prepare_attachments(llm.Prompt("two", READER, attachments=again))
     assert [a.content_bytes() for a in again] == bodies[:2]  # ...and came back from disk
     assert summary.requests == 0 and summary.bytes_fetched == 0
     assert all(file_server.count("GET", url) == 1 for url in urls)

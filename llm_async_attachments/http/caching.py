@@ -67,7 +67,16 @@ import hishel
 
 from ..errors import redact
 
-__all__ = ["Fresh", "Miss", "Revalidate", "Stored", "lookup", "refreshed", "to_store"]
+__all__ = [
+    "Fresh",
+    "Miss",
+    "Revalidate",
+    "Stored",
+    "lookup",
+    "no_store",
+    "refreshed",
+    "to_store",
+]
 
 Pairs = tuple[tuple[str, str], ...]
 
@@ -224,6 +233,17 @@ def to_store(
     if isinstance(lookup(url, request_headers, stored), Miss):
         return None  # could never answer again: keeping its body would only take room
     return stored
+
+
+def no_store(headers: Iterable[tuple[str, str]]) -> bool:
+    """Whether a response says ``Cache-Control: no-store``: then nothing may keep it,
+    not even the attachment it was fetched for, beyond the use it was fetched for."""
+    return any(
+        directive.strip().partition("=")[0].strip().lower() == "no-store"
+        for name, value in headers
+        if name.lower() == "cache-control"
+        for directive in value.split(",")
+    )
 
 
 def refreshed(stored: Stored, status: int, headers: Sequence[tuple[str, str]]) -> Stored | None:

@@ -12,6 +12,7 @@ import asyncio
 import base64
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from types import MappingProxyType
 
 import httpx
 
@@ -21,10 +22,13 @@ from .pool import Pool, Shard
 from .retries import RETRYABLE_STATUS, backoff, is_transient, retry_after
 from .urls import redirect_target
 
-__all__ = ["MAX_REDIRECTS", "Exchange"]
+__all__ = ["MAX_REDIRECTS", "REQUEST_HEADERS", "Exchange"]
 
 MAX_REDIRECTS = 3  # llm's own limit for attachment URLs
-_HEADERS = {"Accept-Encoding": "gzip, deflate", "User-Agent": "llm-async-attachments"}
+# Sent with every request (and so what a kept response's Vary is checked against).
+REQUEST_HEADERS: Mapping[str, str] = MappingProxyType(
+    {"Accept-Encoding": "gzip, deflate", "User-Agent": "llm-async-attachments"}
+)
 
 
 class Exchange:
@@ -136,7 +140,7 @@ class Exchange:
     def _request(
         self, method: str, url: httpx.URL, headers: Mapping[str, str] | None
     ) -> httpx.Request:
-        request = httpx.Request(method, url, headers={**_HEADERS, **(headers or {})})
+        request = httpx.Request(method, url, headers={**REQUEST_HEADERS, **(headers or {})})
         request.extensions["trace"] = self._gate.trace
         if self._auth and _same_origin(url, self.url):
             request.headers["Authorization"] = self._auth

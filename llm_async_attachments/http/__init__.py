@@ -4,7 +4,9 @@ Knows nothing of llm. One module per concept: :mod:`.urls` (which URLs and
 redirect targets are fetched), :mod:`.pool` (connection pools per event
 loop), :mod:`.exchange` (requests, redirects and the responses they open),
 :mod:`.retries`, :mod:`.decoding` (bounded decompression), :mod:`.body`,
-:mod:`.cancellation` and :mod:`.fetch`, the entry points.
+:mod:`.cancellation` and :mod:`.fetch`, the entry points. :mod:`.caching` holds
+the shared cache's RFC 9111 rules; it is not imported here, so that hishel is
+loaded only by whoever keeps a cache.
 """
 
 from .fetch import Fetched, fetch_content, fetch_type

@@ -64,6 +64,12 @@ def test_a_response_older_than_its_max_age_is_revalidated_with_its_last_modified
     assert looked_up(kept) == Revalidate(kept, {"If-Modified-Since": LAST_MODIFIED})
 
 
+def test_the_conditions_of_an_earlier_request_do_not_hide_the_ones_to_send():
+    kept = stored(("Cache-Control", "max-age=0"), ("ETag", '"v1"'))
+    sent_last_time = {**SENT, "If-None-Match": '"v1"'}
+    assert looked_up(kept, sent=sent_last_time) == Revalidate(kept, {"If-None-Match": '"v1"'})
+
+
 def test_both_validators_are_sent_when_both_are_kept():
     kept = stored(
         ("Cache-Control", "max-age=60"),

@@ -98,7 +98,7 @@ _REQUEST_NOT_KEPT = frozenset(
     }
 )
 _RESPONSE_NOT_KEPT = frozenset({"set-cookie", "set-cookie2"})  # sessions, never used here
-_CREDENTIALS_FROM_URL = "(credentials from the URL)"  # what hishel sees of them
+_CREDENTIALS = "(credentials)"  # all hishel sees of them: that they were sent
 
 
 @dataclass(frozen=True)
@@ -288,10 +288,14 @@ def _storable(
 
 
 def _request(url: str, request_headers: Iterable[tuple[str, str]]) -> hishel.Request:
-    """hishel's view of a GET of ``url``: the URL redacted, credentials only as present."""
-    pairs = list(request_headers)
-    if _has_credentials(url):
-        pairs.append(("authorization", _CREDENTIALS_FROM_URL))
+    """hishel's view of a GET of ``url``: the URL redacted, credentials only as present.
+
+    The conditions of an earlier request are left out: hishel adds its own.
+    """
+    given = list(request_headers)
+    pairs = [(name, value) for name, value in given if name.lower() not in _REQUEST_NOT_KEPT]
+    if _has_credentials(url) or any(name.lower() == "authorization" for name, _ in given):
+        pairs.append(("authorization", _CREDENTIALS))
     return hishel.Request(method="GET", url=redact(url), headers=_headers(pairs))
 
 

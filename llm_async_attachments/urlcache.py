@@ -26,6 +26,7 @@ import importlib
 import os
 import sys
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -64,6 +65,15 @@ class _Entry:
     stored: Stored
     blob: memory.Blob  # its data is None once it left memory (then it is on disk)
     disk_key: str
+    fresh_until: float = 0.0
+    """``time.time()`` until which the response is fresh, as hishel computed once."""
+
+    def fresh(self) -> bool:
+        return time.time() < self.fresh_until
+
+
+def _freshness(http: ModuleType, url: str, stored: Stored) -> float:
+    return time.time() + float(http.caching.fresh_for(url, http.REQUEST_HEADERS, stored))
 
 
 _Key = tuple[str, bool, frozenset[str]]
@@ -123,7 +133,10 @@ async def _cached(
         entry = await _from_disk(tier, key)
     if entry is None:
         return await _download(url, meter, config, wanted, lease, key)
-    decision = http.caching.lookup(url, http.REQUEST_HEADERS, entry.stored)
+    if entry.fresh():  # hishel said so, and it only wanes with time
+        decision = http.caching.Fresh(entry.stored)
+    else:
+        decision = http.caching.lookup(url, http.REQUEST_HEADERS, entry.stored)
     if isinstance(decision, http.caching.Miss):
         return await _download(url, meter, config, wanted, lease, key)
     content_type = entry.stored.content_type
@@ -142,6 +155,7 @@ async def _cached(
         refreshed = http.caching.refreshed(entry.stored, fetched.status, fetched.headers)
         if refreshed is not None:
             entry.stored = refreshed
+            entry.fresh_until = _freshness(http, url, refreshed)
             await _remember(key, entry, tier)
             return Got(content_type, blob, fetched.requests, 0)
         _forget(key)
@@ -193,7 +207,8 @@ async def _keep(
         return Got(fetched.type, blob, fetched.requests, downloaded)
     disk_key = _disk_key(key)
     blob = await _admit(body, config, lease, keep=True, source=disk_key if tier else None)
-    await _remember(key, _Entry(stored, blob, disk_key), None)
+    entry = _Entry(stored, blob, disk_key, _freshness(http, url, stored))
+    await _remember(key, entry, None)
     return Got(fetched.type, blob, fetched.requests, downloaded)
 
 
@@ -269,7 +284,7 @@ async def _from_disk(tier: DiskTier, key: _Key) -> _Entry | None:
     # The body is read again when wanted: dropping it here keeps memory for use.
     blob = memory.Blob(found[0], keep=True, source=disk_key)
     blob.data, blob.on_disk = None, True
-    entry = _Entry(stored, blob, disk_key)
+    entry = _Entry(stored, blob, disk_key, _freshness(http, key[0], stored))
     with _entries_lock:
         _entries[key] = entry
     return entry
@@ -328,10 +343,8 @@ async def fetch_type(url: str, config: Config) -> tuple[str | None, int]:
     """The type of ``url``: from a fresh cached response, else by ``HEAD`` (see the HTTP layer)."""
     entry = _entries.get((url, config.block_private, frozenset(config.allow)))
     http = _http_layer or await _http()
-    if entry is not None and not _has_credentials(url):
-        decision = http.caching.lookup(url, http.REQUEST_HEADERS, entry.stored)
-        if isinstance(decision, http.caching.Fresh):
-            return entry.stored.content_type, 0
+    if entry is not None and entry.fresh():
+        return entry.stored.content_type, 0
     fetched = await http.fetch_type(url, config)
     return fetched.type, fetched.requests
 

@@ -65,6 +65,10 @@ from urllib.parse import urlsplit
 
 import hishel
 
+# hishel's own freshness arithmetic, which its state machine uses but does not
+# export: read in hishel 2.0.0's _core/_spec.py (get_freshness_lifetime, get_age).
+from hishel._core import _spec
+
 from ..errors import redact
 
 __all__ = [
@@ -72,6 +76,7 @@ __all__ = [
     "Miss",
     "Revalidate",
     "Stored",
+    "fresh_for",
     "lookup",
     "no_store",
     "refreshed",
@@ -202,6 +207,22 @@ def lookup(
         if conditions:
             return Revalidate(stored, MappingProxyType(conditions))
     return Miss()
+
+
+def fresh_for(url: str, request_headers: Mapping[str, str], stored: Stored) -> float:
+    """Seconds from now during which :func:`lookup` answers :class:`Fresh` for
+    ``stored`` (0 when it does not now): its freshness lifetime minus its age,
+    as hishel computes them. Freshness only wanes with time, so a caller may
+    answer :class:`Fresh` itself until then, without asking hishel again
+    (each :func:`lookup` parses every header: hundreds of microseconds).
+    """
+    if not isinstance(lookup(url, request_headers, stored), Fresh):
+        return 0.0
+    response = _entry(stored).response
+    lifetime = _spec.get_freshness_lifetime(response, is_cache_shared=True)
+    if lifetime is None:
+        return 0.0
+    return max(0.0, float(lifetime - _spec.get_age(response)))
 
 
 def to_store(

@@ -128,6 +128,12 @@ class DiskTier:
         """Bytes of the entries this process counts now (0 until the directory is scanned)."""
         return self._total
 
+    def may_have(self, key: str) -> bool:
+        """Whether an entry for ``key`` may be on disk, without touching the disk: false
+        only once the directory was scanned and this process knows of no such entry
+        (another process may have written one since; it is found once this one looks)."""
+        return not self._scanned or _name(_encode(key)) in self._index
+
     async def put(self, key: str, content: bytes, meta: bytes = b"") -> bool:
         """Keep ``content`` and ``meta`` under ``key``, replacing any entry it had.
 

@@ -497,3 +497,12 @@ def test_concurrent_threads_stay_within_the_limit_and_read_whole_bodies(tmp_path
     assert found_bodies > 0
     on_disk = sum(path.stat().st_size for path in files_in(tmp_path))
     assert tier.size() == on_disk <= limit
+
+
+async def test_may_have_answers_from_the_index_once_scanned(tmp_path):
+    tier = DiskTier(tmp_path, 1 << 20)
+    assert tier.may_have("absent")  # not scanned yet: it cannot know
+    assert await tier.get("absent") is None  # scans
+    assert not tier.may_have("absent")
+    assert await tier.put("present", b"body")
+    assert tier.may_have("present")

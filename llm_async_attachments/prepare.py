@@ -100,7 +100,7 @@ async def prepare_attachments(
     config = config or get_config()
     if model is None:
         model = getattr(prompt, "model", None)
-    policy = UrlPolicy(url_support(model))
+    policy = UrlPolicy(url_support(model, config))
     run = _Run(config, policy)
     # A conversation's attachments are ready after its first turn: no task for those.
     unready = [attachment for attachment in found if not run.ready(attachment)]

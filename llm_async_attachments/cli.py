@@ -66,7 +66,7 @@ def status() -> None:
     config = get_config(strict=False)
     problems = {problem.setting: problem for problem in environment_problems()}
     header = ("model", "kind", "prepares", "AsyncAttachment", "URLs as URLs")
-    models = [_model_row(model) for model in llm.get_async_models()]
+    models = [_model_row(model, config) for model in llm.get_async_models()]
     click.echo(f"Async models ({len(models)}):")
     _echo_table([header, *models])
     click.echo("\nLimits:")
@@ -161,7 +161,7 @@ def _with_notes(error: BaseException) -> str:
     return "\n".join([str(error), *getattr(error, "__notes__", ())])
 
 
-def _model_row(model: Any) -> tuple[str, str, str, str, str]:
+def _model_row(model: Any, config: Config) -> tuple[str, str, str, str, str]:
     from .hook import _MARK  # loaded with the models; llm --version need not load it
 
     takes_attachments = bool(getattr(model, "attachment_types", None))
@@ -170,7 +170,7 @@ def _model_row(model: Any) -> tuple[str, str, str, str, str]:
         _kind(model),
         _yes_no(getattr(model.execute, _MARK, False)),
         _yes_no(getattr(model, "supports_async_attachments", False)),
-        _url_types(url_support(model)) if takes_attachments else "",
+        _url_types(url_support(model, config)) if takes_attachments else "",
     )
 
 
@@ -209,6 +209,9 @@ def _value(field: dataclasses.Field[Any], value: Any) -> str:
         return _yes_no(value)
     if isinstance(value, float) or isinstance(field.default, float):
         return f"{value:g} s"
+    if isinstance(value, tuple) and all(isinstance(entry, tuple) for entry in value):
+        # url_support: (model id, patterns) pairs, shown as the environment spells them
+        return "; ".join(f"{name}={','.join(patterns)}" for name, patterns in value) or "-"
     if isinstance(value, tuple):
         return ", ".join(value) or "-"
     return str(value)

@@ -147,7 +147,7 @@ def plan_for(model: Any, config: Config | None = None) -> Plan:
     types = getattr(model, "attachment_types", None)
     return Plan(
         config,
-        UrlPolicy(url_support(model)),
+        UrlPolicy(url_support(model, config)),
         learned=lambda content_type, place: need(name, content_type, place),
         accepted=frozenset(types) if types else None,
     )

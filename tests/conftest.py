@@ -57,6 +57,7 @@ def _llm_plugins_loaded():
     Importing them takes hundreds of milliseconds, once per process: that is
     llm's and openai's start-up, not attachment I/O, and would trip pyleak.
     """
+    _unregister_llm_openai_plugin()
     warm_up()
     # Move everything loaded so far out of the garbage collector's sight: a full
     # collection then takes microseconds instead of ~40 ms (more on a loaded CI
@@ -64,6 +65,23 @@ def _llm_plugins_loaded():
     # happens to fall in.
     gc.collect()
     gc.freeze()
+
+
+def _unregister_llm_openai_plugin() -> None:
+    """Take llm-openai-plugin (a test dependency) out of llm's model registry.
+
+    Its register_models() builds some sixty pydantic option classes, and llm runs
+    every plugin's register_models() on each llm.get_async_model() call: 100-200 ms
+    each, growing, measured with llm 0.36 and llm-openai-plugin 0.7. That is the
+    plugin's cost, not attachment I/O, yet it would fail every test that looks a
+    model up on a loop. tests/test_declarations.py instantiates its classes instead.
+    """
+    from llm.plugins import load_plugins, pm
+
+    load_plugins()
+    for name, plugin in pm.list_name_plugin():
+        if getattr(plugin, "__name__", None) == "llm_openai":
+            pm.set_blocked(name)
 
 
 @pytest.fixture(autouse=True)

@@ -55,6 +55,7 @@ def test_every_field_has_an_environment_override():
         "LLM_ASYNC_ATTACHMENTS_RETRIES": "0",
         "LLM_ASYNC_ATTACHMENTS_BLOCK_PRIVATE": "yes",
         "LLM_ASYNC_ATTACHMENTS_ALLOW": "files.test, 10.0.0.0/8,",
+        "LLM_ASYNC_ATTACHMENTS_URL_SUPPORT": "proxy=image/*, audio/mpeg; all=*;none=;",
         "LLM_ASYNC_ATTACHMENTS_BRIDGE": "off",
         "LLM_ASYNC_ATTACHMENTS_BRIDGE_WORKERS": "12",
         "LLM_ASYNC_ATTACHMENTS_BRIDGE_MODEL_WORKERS": "3",
@@ -73,6 +74,7 @@ def test_every_field_has_an_environment_override():
         retries=0,
         block_private=True,
         allow=("files.test", "10.0.0.0/8"),
+        url_support=(("proxy", ("image/*", "audio/mpeg")), ("all", ("*",)), ("none", ())),
         bridge=False,
         bridge_workers=12,
         bridge_model_workers=3,
@@ -224,6 +226,15 @@ def test_any_text_in_any_variable_is_a_config_or_a_configuration_error(name, tex
             "LLM_ASYNC_ATTACHMENTS_TIMEOUT='nan' is not valid: it must be a positive number of "
             "seconds (10, 2.5), or a number with a unit: ms, s, m or h (500ms, 10s, 2m), "
             "for example LLM_ASYNC_ATTACHMENTS_TIMEOUT=2.5s",
+        ),
+        (
+            "LLM_ASYNC_ATTACHMENTS_URL_SUPPORT",
+            "proxy=images",
+            "LLM_ASYNC_ATTACHMENTS_URL_SUPPORT='proxy=images' is not valid: it must be "
+            "model-id=MIME patterns entries separated by ';', the patterns comma-separated "
+            "(image/png, image/*, or * for every type; nothing after = for no type), each "
+            "model once, for example "
+            "LLM_ASYNC_ATTACHMENTS_URL_SUPPORT=my-proxy-model=image/*,audio/*;other-model=*",
         ),
         (
             "LLM_ASYNC_ATTACHMENTS_GUARD",

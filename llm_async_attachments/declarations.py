@@ -108,7 +108,23 @@ def known_url_support(model: Any) -> frozenset[str] | None:
 
     The nearest declared class in the model's MRO decides: if the model
     overrides its payload methods, the answer is ``None``, not a parent's.
+    The answer is remembered per class (it is asked for every prompt), except
+    for a model whose instance has any of the payload methods set on it.
     """
+    kind = type(model)
+    if not _METHODS.intersection(getattr(model, "__dict__", ())):
+        known = _by_type.get(kind, _ABSENT)
+        if known is _ABSENT:
+            known = _by_type[kind] = _known(model)
+        return known  # type: ignore[return-value]
+    return _known(model)
+
+
+_METHODS = frozenset(name for declaration in KNOWN_URL_SUPPORT for name in declaration.methods)
+_by_type: dict[type, frozenset[str] | None] = {}
+
+
+def _known(model: Any) -> frozenset[str] | None:
     for cls in type(model).__mro__:
         declaration = _BY_CLASS.get(f"{cls.__module__}.{cls.__qualname__}")
         if declaration is not None:

@@ -137,7 +137,9 @@ async def _prepared(
             raise
         execution = Execution(model_key(model))
         for attachment, place in placed:
-            execution.offer(attachment, place)
+            # One the model is sent as a URL teaches nothing about what it reads.
+            if not plan.sent_as_url(attachment, _types_of(attachment)):
+                execution.offer(attachment, place)
         # llm's own ValueError, now without I/O. The mark is never cleared: another
         # prompt, perhaps for another model, may have deferred its check on the same
         # attachment, and checking a known type again costs nothing.
@@ -198,9 +200,11 @@ async def _prepared(
 
 def _types(placed: list[tuple[Any, Place]]) -> dict[int, str | None]:
     """Each attachment's type, as resolved by now (the key its reads are learned by)."""
-    types: dict[int, str | None] = {}
-    for attachment, _place in placed:
-        state = peek(attachment)
-        resolved = None if state is None or state.type is UNSET else state.type
-        types[id(attachment)] = attachment.type or resolved
-    return types
+    return {id(attachment): _types_of(attachment) for attachment, _place in placed}
+
+
+def _types_of(attachment: Any) -> str | None:
+    if attachment.type:
+        return str(attachment.type)
+    state = peek(attachment)
+    return None if state is None or state.type is UNSET else state.type

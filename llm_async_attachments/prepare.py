@@ -230,6 +230,10 @@ class Plan:
         """Whether a URL of a type not known yet may be wanted whole (else: ``HEAD``)."""
         return not self.urls.everything and (self._learned is not None or self._everything)
 
+    def sent_as_url(self, attachment: Any, content_type: str | None) -> bool:
+        """Whether ``attachment`` goes to the model as its URL, its content unfetched."""
+        return bool(attachment.url) and self.urls.accepts(content_type)
+
     def accepts(self, content_type: str | None) -> bool:
         """Whether the model takes attachments of this type at all."""
         return self._accepted is None or content_type in self._accepted

@@ -18,6 +18,7 @@ import pytest
 from hypothesis import settings
 
 import llm_async_attachments as laa
+from llm_async_attachments import reads
 from tests.support.hostile_server import HostileFileServer
 from tests.support.openai_server import OpenAIServer
 from tests.support.scenario import warm_up
@@ -101,6 +102,15 @@ def _disk_tier(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         del os.environ[DISK_DIR]
     else:
         os.environ[DISK_DIR] = previous
+
+
+@pytest.fixture(autouse=True)
+def _nothing_learned() -> Iterator[None]:
+    """Each test starts with no model's reads learned: what one test's model read
+    must not decide what another's prepares."""
+    reads._learned.clear()
+    yield
+    reads._learned.clear()
 
 
 @pytest.fixture(autouse=True)

@@ -104,8 +104,8 @@ async def test_an_enrichment_of_10000_rows_over_100_urls_makes_100_fetches(file_
         attachment = llm.Attachment(url=urls[index % 100])
         await laa.prepare_attachments(llm.Prompt("describe", READER, attachments=[attachment]))
 
-    for batch in range(0, 10_000, 100):  # as an enrichment runs its rows, a batch at a time
-        await asyncio.gather(*(row(index) for index in range(batch, batch + 100)))
+    for batch in range(0, 10_000, 50):  # as an enrichment runs its rows, a batch at a time
+        await asyncio.gather(*(row(index) for index in range(batch, batch + 50)))
     assert sum(file_server.count("GET", url) for url in urls) == 100
     assert sum(file_server.count("HEAD", url) for url in urls) == 0
 

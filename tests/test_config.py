@@ -3,6 +3,7 @@
 import asyncio
 import dataclasses
 import math
+import os
 import warnings
 from decimal import ROUND_HALF_UP
 
@@ -60,6 +61,9 @@ def test_every_field_has_an_environment_override():
         "LLM_ASYNC_ATTACHMENTS_BRIDGE_WORKERS": "12",
         "LLM_ASYNC_ATTACHMENTS_BRIDGE_MODEL_WORKERS": "3",
         "LLM_ASYNC_ATTACHMENTS_BRIDGE_QUEUE_TIMEOUT": "2m",
+        "LLM_ASYNC_ATTACHMENTS_CACHE_BYTES": "64MiB",
+        "LLM_ASYNC_ATTACHMENTS_DISK_CACHE_BYTES": "0",
+        "LLM_ASYNC_ATTACHMENTS_DISK_CACHE_DIR": "~/attachments",
     }
     config = Config.from_env(environ)
     assert config == Config(
@@ -79,6 +83,9 @@ def test_every_field_has_an_environment_override():
         bridge_workers=12,
         bridge_model_workers=3,
         bridge_queue_timeout=120.0,
+        cache_bytes=64 * MiB,
+        disk_cache_bytes=0,
+        disk_cache_dir=os.path.expanduser("~/attachments"),
     )
     assert set(FIELDS) == {name.removeprefix("LLM_ASYNC_ATTACHMENTS_").lower() for name in environ}
 

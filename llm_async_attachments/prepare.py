@@ -222,9 +222,15 @@ class Plan:
         self._everything = everything and learned is None
 
     def _need(self, content_type: str | None, place: Place) -> Need:
-        if self._learned is None:
+        learned = self._learned
+        if learned is None:
             return EVERYTHING if self._everything else _TYPE_ONLY
-        return self._learned(content_type, place) or EVERYTHING
+        # A kind never seen in the history is read there as it is in prompts, if
+        # that is known (a model that skips a prompt's PDFs skips earlier ones too).
+        found = learned(content_type, place)
+        if found is None and place == "history":
+            found = learned(content_type, "prompt")
+        return found or EVERYTHING
 
     def may_want_content(self) -> bool:
         """Whether a URL of a type not known yet may be wanted whole (else: ``HEAD``)."""

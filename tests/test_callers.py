@@ -13,6 +13,7 @@ import llm_async_attachments as laa
 from llm_async_attachments import prepare as prepare_module
 from llm_async_attachments.state import fetch_key
 from llm_async_attachments.testing import samples
+from tests.support.models import Carrier
 
 KiB = 1024
 PAYLOAD = bytes(range(256)) * 200  # 50 KiB
@@ -20,7 +21,7 @@ PAYLOAD = bytes(range(256)) * 200  # 50 KiB
 
 @pytest.fixture
 def echo():
-    return llm.get_async_model("echo")
+    return Carrier()
 
 
 @pytest.fixture

@@ -12,12 +12,14 @@ import pytest
 
 import llm_async_attachments as laa
 from llm_async_attachments.testing import samples
+from tests.support.models import Carrier
 
 MiB = 1024 * 1024
 
 
-def prompt_with(*attachments, model="echo"):
-    return llm.Prompt("hi", llm.get_async_model(model), attachments=list(attachments))
+def prompt_with(*attachments, model=None):
+    carrier = llm.get_async_model(model) if model else Carrier()
+    return llm.Prompt("hi", carrier, attachments=list(attachments))
 
 
 async def prepare(*attachments, **config):

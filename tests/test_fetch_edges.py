@@ -11,13 +11,14 @@ import respx
 
 import llm_async_attachments as laa
 from llm_async_attachments.testing import samples
+from tests.support.models import Carrier
 
 URL = "https://files.example.test/x.pdf"
 
 
 async def prepare(url=URL):
     attachment = llm.Attachment(url=url)
-    prompt = llm.Prompt("x", llm.get_async_model("echo"), attachments=[attachment])
+    prompt = llm.Prompt("x", Carrier(), attachments=[attachment])
     await laa.prepare_attachments(prompt)
     return attachment
 

@@ -214,13 +214,13 @@ async def test_concurrent_prompts_on_one_conversation_fetch_once(file_server, pd
 
 async def test_wrapping_is_idempotent_and_keeps_the_model_itself(monkeypatch, png_url):
     calls = []
-    original = hook.prepare_attachments
+    original = hook.prepare_for
 
     async def counting(*args, **kwargs):
         calls.append(args[0])
         return await original(*args, **kwargs)
 
-    monkeypatch.setattr(hook, "prepare_attachments", counting)
+    monkeypatch.setattr(hook, "prepare_for", counting)
     model = llm.get_async_model("echo")
     assert laa.prepare_before_execute(model) is model
     assert type(model).__name__ == "EchoAsync" and model.model_id == "echo"

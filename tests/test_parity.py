@@ -9,6 +9,7 @@ import pytest
 
 import llm_async_attachments as laa
 from llm_async_attachments.testing import samples
+from tests.support.models import Carrier
 
 KINDS = ["png", "jpeg", "gif", "webp", "pdf", "wav", "mp3", "text", "unknown"]
 # What a well-behaved server declares for each kind (llm returns the header as is).
@@ -55,7 +56,7 @@ async def test_prepared_sync_reads_match_llm(kind, form, tmp_path, file_server):
     fields = forms(kind, tmp_path, file_server)[form]
     expected = await llms_own(llm.Attachment(**fields))
     attachment = llm.Attachment(**fields)
-    prompt = llm.Prompt("x", llm.get_async_model("echo"), attachments=[attachment])
+    prompt = llm.Prompt("x", Carrier(), attachments=[attachment])
     await laa.prepare_attachments(prompt)
     assert (attachment.resolve_type(), attachment.id()) == expected
     assert attachment.content_bytes() == samples.SAMPLES[kind]

@@ -19,6 +19,7 @@ from llm_async_attachments.http import pool
 from llm_async_attachments.state import peek
 from llm_async_attachments.testing import samples
 from tests.support import LLM_HAS_MESSAGES, eventually
+from tests.support.models import Carrier
 
 MiB = 1024 * 1024
 
@@ -216,7 +217,7 @@ def test_each_event_loop_gets_its_own_pool_closed_and_freed_with_the_loop(urls, 
     assert pool.loops_with_pools() == 0
 
 
-async def test_large_content_is_hashed_and_encoded_once_off_the_loop(file_server, echo, tmp_path):
+async def test_large_content_is_hashed_and_encoded_once_off_the_loop(file_server, tmp_path):
     big = bytes(range(256)) * (12 * 1024)  # 3 MiB
     url = file_server.add("/big.bin", big, content_type="application/octet-stream")
     path = tmp_path / "big.bin"
@@ -226,7 +227,7 @@ async def test_large_content_is_hashed_and_encoded_once_off_the_loop(file_server
         llm.Attachment(path=str(path)),
         llm.Attachment(content=big),
     ]
-    await laa.prepare_attachments(llm.Prompt("x", echo, attachments=attachments))
+    await laa.prepare_attachments(llm.Prompt("x", Carrier(), attachments=attachments))
     expected = base64.b64encode(big).decode()
     for attachment in attachments:
         assert peek(attachment).base64 is not None  # ready before the model asks

@@ -67,3 +67,16 @@ class AsyncReader(llm.AsyncModel):
                 for a in attachments
             ]
         )
+
+
+class Carrier(llm.AsyncModel):
+    """A model whose prompts carry attachments of any type to ``prepare_attachments``
+    (no ``attachment_types``: prepare then refuses no type). Never prompted itself."""
+
+    model_id = "carrier"
+
+    async def execute(
+        self, prompt: Any, stream: bool, response: Any, conversation: Any = None
+    ) -> AsyncGenerator[str, None]:
+        raise AssertionError("a carrier is never prompted")
+        yield ""

@@ -5,12 +5,15 @@ executor), which does everything that touches the file or its bytes: open
 (``O_NONBLOCK``), ``fstat``, the checks, a bounded read, llm's sniff of the
 type and the SHA-256 that llm's ``id()`` of a path is. The loop hands the job
 over, and when it ends charges its bytes to the call's budget; it never
-touches the content.
+touches the content. Given a ``wanted`` rule, the job sniffs the type from
+the file's two ends first, as llm does, and reads no further when the type
+is not wanted.
 
 The GIL: ``os.read`` and ``hashlib`` release it (hashlib for any input over
 2 KiB), so a worker reading or hashing a large file leaves the loop free to
 run. What holds it is bounded whatever the file's size: the sniff looks at
-the first 36 KiB and last 516 bytes only (0.5 to 0.9 ms), and only a file
+the first 36 KiB and last 516 bytes only, at a few signatures picked by an
+index (:mod:`.mime`: tens of microseconds, where puremagic takes 0.7 ms), and only a file
 that is not read in one go (one that grows while read, or a device) is
 joined from its pieces. Base64 text for large content is not made here:
 that holds the GIL throughout, and runs on :mod:`.offload`'s one lane per loop.
@@ -23,7 +26,7 @@ import hashlib
 import os
 import stat
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Generic, NamedTuple, TypeVar, overload
 
 from . import mime
 from .budget import Meter
@@ -57,28 +60,65 @@ async def _new_slots() -> asyncio.Semaphore:
 _slots: PerLoop[asyncio.Semaphore] = PerLoop(_new_slots)
 
 
-class FileContent(NamedTuple):
-    """What one read of a file found."""
+Content = TypeVar("Content", bytes, bytes | None)
 
-    content: bytes
+
+class FileContent(NamedTuple, Generic[Content]):
+    """What one read of a file found: ``FileContent[bytes]`` always has the bytes;
+    ``FileContent[bytes | None]`` (a read with ``wanted``) may have only the type."""
+
+    content: Content
+    """All the file's bytes; ``None`` when ``wanted`` refused its type, and the rest
+    of the file was not read."""
     sha256: str
-    """Hex SHA-256 of ``content``: llm's ``id()`` of a path attachment."""
+    """Hex SHA-256 of ``content``: llm's ``id()`` of a path attachment (``""`` without it)."""
     type: str | None
-    """The type llm would sniff from the bytes and file name; ``None`` if not asked or none."""
+    """The type llm would sniff from the file; ``None`` if not asked or none."""
 
 
 class _Read(NamedTuple):
-    """A job's result: ``content`` is ``None`` when it stopped at a cap, unread or part-read."""
+    """A job's result: ``content`` is ``None`` when it stopped at a cap, unread or part-read,
+    or when ``wanted`` refused the type (``refused``)."""
 
     size: int | None  # from fstat, for a regular file
-    length: int  # bytes read
+    length: int  # bytes of the file read, each counted once
     content: bytes | None
     sha256: str
     type: str | None
+    refused: bool = False
 
 
-async def read_path(path: str, meter: Meter, *, sniff: bool = False) -> FileContent:
+Wanted = Callable[[str | None], bool]
+
+
+@overload
+async def read_path(
+    path: str, meter: Meter, *, sniff: bool = False, wanted: None = None
+) -> FileContent[bytes]: ...
+
+
+@overload
+async def read_path(
+    path: str, meter: Meter, *, sniff: bool = False, wanted: Wanted
+) -> FileContent[bytes | None]: ...
+
+
+async def read_path(
+    path: str, meter: Meter, *, sniff: bool = False, wanted: Wanted | None = None
+) -> FileContent[bytes] | FileContent[bytes | None]:
     """All bytes of ``path`` with their SHA-256 (and, with ``sniff``, their type).
+
+    With ``sniff`` and ``wanted``, the type decides before the body: the job
+    reads the file's first and last bytes, the ones ``puremagic.from_file``
+    reads for llm, and sniffs the type from them; if ``wanted(type)`` is
+    false it returns that type with ``content=None`` and reads no more. Only
+    those bytes (about 37 KiB at most) are charged to the budget. A file
+    without a size (``/proc`` files, devices) is read whole first, within
+    the caps, and its content dropped if its type is not wanted. ``wanted``
+    runs on the worker thread: a quick function of the type alone, such as
+    :func:`.mime.matches` against a model's ``attachment_types``. The size
+    cap comes first, as ``Content-Length`` does for a URL: a file over it
+    is refused from its size whatever its type.
 
     The size from ``fstat`` is checked first, and a file over a cap is
     refused without a byte read. The size is never trusted: reading stops
@@ -96,7 +136,10 @@ async def read_path(path: str, meter: Meter, *, sniff: bool = False) -> FileCont
     """
     loop = asyncio.get_running_loop()
     async with _slots.running_value() or await _slots.get():
-        read = await loop.run_in_executor(None, _read_file, path, lambda: meter.room, sniff)
+        read = await loop.run_in_executor(None, _read_file, path, lambda: meter.room, sniff, wanted)
+    if read.refused:
+        meter.add(read.length)  # the ends sniffed, or a file without a size read whole
+        return FileContent(None, "", read.type)
     if read.size is not None:
         meter.declare(read.size, "file size")
     meter.add(read.length)
@@ -105,8 +148,11 @@ async def read_path(path: str, meter: Meter, *, sniff: bool = False) -> FileCont
     return FileContent(read.content, read.sha256, read.type)
 
 
-def _read_file(path: str, room: Callable[[], int], sniff: bool) -> _Read:
-    """The worker thread's job: open, check, read within ``room()``, hash and sniff."""
+def _read_file(
+    path: str, room: Callable[[], int], sniff: bool, wanted: Wanted | None = None
+) -> _Read:
+    """The worker thread's job: open, check, sniff the ends if ``wanted`` is given,
+    read within ``room()``, hash (and sniff the content if not done yet)."""
     try:
         # O_NONBLOCK: opening a FIFO with no writer returns at once instead of
         # hanging the worker forever. Regular files ignore the flag.
@@ -132,9 +178,19 @@ def _read_file(path: str, room: Callable[[], int], sniff: bool) -> _Read:
                 raise AttachmentPathError(
                     f"Attachment path {path} is {kind}, not a file. {_FIX}", source=path
                 )
-            size = info.st_size if stat.S_ISREG(info.st_mode) else None
+            regular = stat.S_ISREG(info.st_mode)
+            size = info.st_size if regular else None
             if size is not None and size > room():
                 return _Read(size, 0, None, "", None)  # refused on its size: nothing read
+            # llm types only a regular file (puremagic: "Not a regular file"): a device has none.
+            content_type, typed = None, not (sniff and regular)
+            if sniff and regular and wanted is not None and size:
+                head, foot = _ends(fd, size)
+                content_type, typed = mime.sniff_ends(head, foot, filename=path), True
+                if not wanted(content_type):
+                    touched = min(size, len(head) + len(foot))
+                    return _Read(size, touched, None, "", content_type, refused=True)
+                wanted = None  # decided
             chunks, count = _read_within(fd, size, room)
         finally:
             os.close(fd)
@@ -143,9 +199,20 @@ def _read_file(path: str, room: Callable[[], int], sniff: bool) -> _Read:
     if count > room():
         return _Read(size, count, None, "", None)  # stopped at a cap: never joined
     content = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    if not typed:
+        content_type = mime.sniff(content, filename=path)
+    if sniff and wanted is not None and not wanted(content_type):
+        return _Read(size, count, None, "", content_type, refused=True)  # no size: read whole
     digest = hashlib.sha256(content).hexdigest()
-    content_type = mime.sniff(content, filename=path) if sniff else None
     return _Read(size, count, content, digest, content_type)
+
+
+def _ends(fd: int, size: int) -> tuple[bytes, bytes]:
+    """The bytes ``puremagic.from_file`` reads: the head, and the foot (all of a short file)."""
+    head = os.pread(fd, mime.SNIFF_BYTES, 0)
+    if size <= mime.FOOT_BYTES:
+        return head, head
+    return head, os.pread(fd, mime.FOOT_BYTES, size - mime.FOOT_BYTES)
 
 
 def _read_within(fd: int, size: int | None, room: Callable[[], int]) -> tuple[list[bytes], int]:

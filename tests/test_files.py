@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import hashlib
 import os
 import subprocess
@@ -12,6 +13,7 @@ import textwrap
 import threading
 
 import llm
+import puremagic
 import pytest
 
 import llm_async_attachments as laa
@@ -289,3 +291,130 @@ def test_each_event_loop_gets_its_own_job_slots_freed_with_the_loop(tmp_path):
     for _ in range(50):
         assert asyncio.run(read()) == samples.png()
     assert files._slots.loops() == 0
+
+
+# --- the type decides before the body ------------------------------------------------
+
+
+def bytes_read_by_this_process() -> int:
+    """The kernel's count of bytes this process's read() and pread() calls returned."""
+    with open("/proc/self/io", "rb") as io_stats:
+        return int(io_stats.read().split(b"rchar:")[1].split()[0])
+
+
+async def test_a_file_of_a_refused_type_is_not_read_past_its_ends(tmp_path):
+    path = tmp_path / "photo.png"
+    path.write_bytes(samples.png())
+    os.truncate(path, 20 * MiB)  # a PNG head, then zeros
+    meter = Budget(64 * MiB, 64 * MiB).meter(str(path))
+
+    before = bytes_read_by_this_process()
+    refused = await files.read_path(str(path), meter, sniff=True, wanted=lambda t: t == "x/y")
+    refused_read = bytes_read_by_this_process() - before
+    assert refused == files.FileContent(None, "", "image/png")
+    assert meter.count == mime.SNIFF_BYTES + mime.FOOT_BYTES  # the ends, charged
+
+    before = bytes_read_by_this_process()
+    taken = await files.read_path(str(path), meter, sniff=True, wanted=lambda t: True)
+    taken_read = bytes_read_by_this_process() - before
+    assert (len(taken.content), taken.type) == (20 * MiB, "image/png")
+
+    # The count sees a whole read (so it would see one in the refusal too).
+    assert taken_read >= 20 * MiB > MiB > refused_read
+
+
+async def test_a_wanted_type_is_read_hashed_and_typed_as_without_a_rule(tmp_path):
+    path = tmp_path / "report.pdf"
+    path.write_bytes(samples.sized("pdf", MiB))
+    budget = Budget(64 * MiB, 64 * MiB)
+    plain = await files.read_path(str(path), budget.meter("a"), sniff=True)
+    asked = []
+    ruled = await files.read_path(
+        str(path), budget.meter("b"), sniff=True, wanted=lambda t: asked.append(t) or True
+    )
+    assert ruled == plain
+    assert asked == ["application/pdf"]  # once, before the body
+    assert plain.sha256 == hashlib.sha256(samples.sized("pdf", MiB)).hexdigest()
+    assert budget.used == 2 * MiB  # the ends read first are not charged twice
+
+
+async def test_a_file_without_a_size_is_read_whole_then_refused():
+    meter = Budget(MiB, MiB).meter("/proc/self/status")
+    read = await files.read_path("/proc/self/status", meter, sniff=True, wanted=lambda t: False)
+    assert (read.content, read.sha256) == (None, "")
+    assert meter.count > len("Name:")  # all of it, there being no size to sniff the ends by
+
+
+async def test_a_rule_is_not_asked_when_the_type_is_not_sniffed(tmp_path):
+    path = tmp_path / "picture.png"
+    path.write_bytes(samples.png())
+    asked = []
+    read = await files.read_path(
+        str(path), Budget(MiB, MiB).meter("a"), wanted=lambda t: asked.append(t) or False
+    )
+    assert (read.content, read.type, asked) == (samples.png(), None, [])
+
+
+def refuse(seen: list[str | None], content_type: str | None) -> bool:
+    seen.append(content_type)
+    return False
+
+
+def llms_type(path) -> str | None:
+    """llm's own type of a path; its "" (UTF-8 with a BOM) is no type, as everywhere here."""
+    return llm.utils.mimetype_from_path(str(path)) or None
+
+
+@pytest.mark.parametrize("size", [None, 600, 36_870, 37_200, MiB], ids=lambda s: f"size {s}")
+@pytest.mark.parametrize("kind", sorted(samples.SAMPLES))
+async def test_the_type_sniffed_from_the_ends_is_llms(tmp_path, kind, size):
+    data = samples.SAMPLES[kind] if size is None else samples.sized(kind, size)
+    budget = Budget(4 * MiB, 64 * MiB)
+    for name in (f"sample.{kind}", "sample.bin", "sample"):
+        path = tmp_path / name
+        path.write_bytes(data)
+        seen: list[str | None] = []
+        read = await files.read_path(
+            str(path), budget.meter(name), sniff=True, wanted=functools.partial(refuse, seen)
+        )
+        plain = await files.read_path(str(path), budget.meter(name), sniff=True)
+        assert read.type == seen[0] == plain.type == llms_type(path), name
+
+
+@pytest.mark.parametrize("size", [300, 600, 40_000, 200_000], ids=lambda s: f"size {s}")
+async def test_a_type_told_by_the_end_of_a_file_is_llms(tmp_path, size):
+    # puremagic's footer signatures (its multi-part rules after them too) are read from
+    # the file's last bytes: the job reads those as llm does, whatever the size.
+    budget = Budget(4 * MiB, 64 * MiB)
+    for index, row in enumerate(puremagic.magic_footer_array):
+        if -row.offset > size:
+            continue  # no room for it
+        path = tmp_path / f"tail-{index}"
+        data = bytearray((b"\x13\x37 no magic here " * size)[:size])
+        data[size + row.offset : size + row.offset + len(row.byte_match)] = row.byte_match
+        await asyncio.to_thread(path.write_bytes, bytes(data))
+        read = await files.read_path(str(path), budget.meter("t"), sniff=True, wanted=bool)
+        expected = await asyncio.to_thread(llms_type, path)
+        assert read.type == expected == (row.mime_type or None), row
+
+
+def _shared_signatures() -> list[list[puremagic.PureMagic]]:
+    """Header signatures that several types share: the file's extension decides."""
+    groups: dict[tuple[int, bytes], list[puremagic.PureMagic]] = {}
+    for row in puremagic.magic_header_array:
+        groups.setdefault((row.offset, row.byte_match), []).append(row)
+    return [rows for rows in groups.values() if len({row.mime_type for row in rows}) > 1]
+
+
+async def test_the_file_name_breaks_ties_as_llms_does(tmp_path):
+    budget = Budget(MiB, 64 * MiB)
+    told = set()
+    for index, rows in enumerate(_shared_signatures()):
+        head = bytes(rows[0].offset) + rows[0].byte_match
+        for row in rows:
+            path = tmp_path / f"shared-{index}{row.extension}"
+            path.write_bytes(head + b"\x13\x37 no magic here" * 4)
+            read = await files.read_path(str(path), budget.meter("s"), sniff=True, wanted=bool)
+            assert read.type == llms_type(path), path
+            told.add((index, read.type))
+    assert len(told) > len(_shared_signatures())  # the name changed some types

@@ -240,6 +240,11 @@ class Plan:
         """Whether ``attachment`` goes to the model as its URL, its content unfetched."""
         return bool(attachment.url) and self.urls.accepts(content_type)
 
+    @property
+    def refuses_some(self) -> bool:
+        """Whether the model takes only some types of attachments."""
+        return self._accepted is not None
+
     def accepts(self, content_type: str | None) -> bool:
         """Whether the model takes attachments of this type at all."""
         return self._accepted is None or content_type in self._accepted
@@ -299,6 +304,8 @@ class _Run:
             return None
         if attachment.path:
             content_type = attachment.type or _known(state)
+            if place == "prompt" and self._refused(attachment, state):
+                return None  # llm's own check refuses it on its type; its body is not read
             if state.id is None:
                 return lambda: self._read_path(attachment, state, place)
             if self.plan.wants_content(content_type, place, url=False):
@@ -320,6 +327,12 @@ class _Run:
         if covers(state.content_key, self.key) and self._holds(state):
             return self._ready_content(attachment, state, known_type, place)
         return lambda: self._fetch(attachment, state, place)
+
+    def _refused(self, attachment: Any, state: Prepared) -> bool:
+        """Whether the model refuses ``attachment``'s type, as far as it is known."""
+        if attachment.type:
+            return not self.plan.accepts(attachment.type)
+        return state.type is not UNSET and not self.plan.accepts(state.type)
 
     def _holds(self, state: Prepared) -> bool:
         """Whether the state's content is in memory, now held by this call's lease."""
@@ -345,9 +358,13 @@ class _Run:
         # One job on a worker thread reads, hashes and (if llm would) sniffs the file.
         sniff = not attachment.type and state.type is UNSET
         meter = self.budget.meter(attachment.path)
-        read = await read_path(attachment.path, meter, sniff=sniff)
+        # A prompt's file of a type the model refuses: sniffed from its ends, not read.
+        wanted = self.plan.accepts if place == "prompt" and self.plan.refuses_some else None
+        read = await read_path(attachment.path, meter, sniff=sniff, wanted=wanted)
         if sniff and state.type is UNSET:
             state.type = read.type
+        if read.content is None:
+            return
         if state.id is None:
             state.id = read.sha256
         state.content_blob = await self._admit(read.content)

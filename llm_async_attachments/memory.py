@@ -10,14 +10,9 @@ blob's ``data`` becomes ``None``; whoever holds the blob reads it back from
 where it came (the disk tier, the file, or the network) the next time it is
 needed.
 
-A blob with a ``source`` (content that can be kept on disk) is not dropped
-at once: :func:`admit` hands it back as leaving, still counted, and whoever
-admitted writes it to the disk tier and then calls :func:`left`.
-
 So the memory used for content is at most the budget plus what running
-prepares and executes hold, and what is on its way to disk: leased blobs
-may take the store over its budget until they are released, and they are
-dropped first then. A blob made with
+prepares and executes hold: leased blobs may take the store over its budget
+until they are released, and they are dropped first then. A blob made with
 ``keep=False`` (a ``no-store`` response) is held only while leased and is
 dropped the moment its last lease ends, whatever the budget.
 
@@ -30,24 +25,20 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 
-__all__ = ["Blob", "Lease", "StoreStatistics", "admit", "hold", "left", "statistics"]
+__all__ = ["Blob", "Lease", "StoreStatistics", "admit", "hold", "statistics"]
 
 
 class Blob:
     """One body (bytes) or base64 text held under the budget; ``data`` is ``None``
-    once dropped. ``source`` says where it can be read back from without the
-    network (a disk tier key), if anywhere."""
+    once dropped."""
 
-    __slots__ = ("__weakref__", "data", "keep", "leaving", "on_disk", "pins", "size", "source")
+    __slots__ = ("__weakref__", "data", "keep", "pins", "size")
 
-    def __init__(self, data: bytes | str, *, keep: bool, source: str | None = None) -> None:
+    def __init__(self, data: bytes | str, *, keep: bool) -> None:
         self.data: bytes | str | None = data
         self.size = len(data)
         self.keep = keep
         self.pins = 0
-        self.source = source
-        self.leaving = False
-        self.on_disk = False
 
     def read(self) -> bytes | str | None:
         """The data, marked as just used; ``None`` if it was dropped."""
@@ -99,7 +90,7 @@ class _Store:
         self._passing: dict[int, Blob] = {}  # keep=False blobs, while leased
         self.held = 0
 
-    def admit(self, blob: Blob, lease: Lease | None, budget: int) -> list[Blob]:
+    def admit(self, blob: Blob, lease: Lease | None, budget: int) -> None:
         with self.lock:
             if lease is not None:
                 blob.pins += 1
@@ -108,20 +99,11 @@ class _Store:
             else:
                 self._passing[id(blob)] = blob
             self.held += blob.size
-            leaving = self._shrink(budget)
+            self._shrink(budget)
         if lease is not None:
             lease._blobs.append(blob)
         elif not blob.keep:
             self.release([], budget)  # nobody holds it: gone at once
-        return leaving
-
-    def left(self, blob: Blob) -> None:
-        with self.lock:
-            blob.leaving = False
-            if blob.pins:  # needed again meanwhile: it stays, the most recently used
-                self._blobs[id(blob)] = blob
-            else:
-                self._drop(blob)
 
     def touch(self, blob: Blob) -> None:
         with self.lock:
@@ -136,29 +118,19 @@ class _Store:
                 if not blob.pins:
                     self._drop(blob)
                     del self._passing[key]
-            # What leaves memory here goes without a disk copy: a release may
-            # come from any thread, with no loop to write from.
-            for blob in self._shrink(budget):
-                self._drop(blob)
+            self._shrink(budget)
 
-    def _shrink(self, budget: int) -> list[Blob]:
-        leaving: list[Blob] = []
+    def _shrink(self, budget: int) -> None:
         excess = self.held - budget
         if excess <= 0:
-            return leaving
+            return
         for key, blob in list(self._blobs.items()):
             if excess <= 0:
                 break
-            if blob.pins:
-                continue
-            del self._blobs[key]
-            excess -= blob.size
-            if blob.source is None:
+            if not blob.pins:
+                del self._blobs[key]
+                excess -= blob.size
                 self._drop(blob)
-            else:
-                blob.leaving = True  # counted until the disk has it
-                leaving.append(blob)
-        return leaving
 
     def _drop(self, blob: Blob) -> None:
         if blob.data is not None:
@@ -175,18 +147,14 @@ class _Store:
 _store = _Store()
 
 
-def admit(
-    data: bytes | str, *, keep: bool, budget: int, lease: Lease | None, source: str | None = None
-) -> tuple[Blob, list[Blob]]:
-    """Hold ``data`` under the budget (held by ``lease`` if given): its blob, and the
-    blobs leaving memory to make room that have a ``source`` to be written to.
+def admit(data: bytes | str, *, keep: bool, budget: int, lease: Lease | None) -> Blob:
+    """Hold ``data`` under the budget (held by ``lease`` if given) and return its blob.
 
-    Admitting drops other, least recently used blobs that no lease holds;
-    those with a ``source`` stay counted, their data in hand, until the
-    caller has written them and called :func:`left` for each.
+    Admitting drops other, least recently used blobs that no lease holds.
     """
-    blob = Blob(data, keep=keep, source=source)
-    return blob, _store.admit(blob, lease, budget)
+    blob = Blob(data, keep=keep)
+    _store.admit(blob, lease, budget)
+    return blob
 
 
 def hold(blob: Blob, lease: Lease) -> bool:
@@ -199,11 +167,6 @@ def hold(blob: Blob, lease: Lease) -> bool:
             _store._blobs.move_to_end(id(blob))
     lease._blobs.append(blob)
     return True
-
-
-def left(blob: Blob) -> None:
-    """A leaving blob is written (or could not be): drop its data from memory."""
-    _store.left(blob)
 
 
 def statistics() -> StoreStatistics:

@@ -15,7 +15,7 @@ from .declarations import url_support
 from .errors import AttachmentError, AttachmentTooLarge, redact
 from .files import read_path
 from .history import collect
-from .memory import Blob, Lease, admit, hold, left
+from .memory import Blob, Lease, admit, hold
 from .offload import ON_LOOP_LIMIT, base64_text
 from .pacing import PER_TURN, your_turn
 from .patch import install
@@ -367,7 +367,7 @@ class _Run:
             return
         if state.id is None:
             state.id = read.sha256
-        state.content_blob = await self._admit(read.content)
+        state.content_blob = self._admit(read.content)
 
     async def _fetch_type(self, attachment: Any, state: Prepared) -> None:
         self.fetched += 1
@@ -394,13 +394,10 @@ class _Run:
 
     async def _encode(self, attachment: Any, state: Prepared, content: bytes) -> None:
         """base64 text of content too large to encode on the loop, for models that read it."""
-        state.base64_blob = await self._admit(await base64_text(content), keep=True)
+        state.base64_blob = self._admit(await base64_text(content))
 
-    async def _admit(self, data: bytes | str, keep: bool = True) -> Blob:
-        blob, leaving = admit(data, keep=keep, budget=self.config.cache_bytes, lease=self.lease)
-        for each in leaving:  # nothing of a path or base64 text goes to disk
-            left(each)
-        return blob
+    def _admit(self, data: bytes | str) -> Blob:
+        return admit(data, keep=True, budget=self.config.cache_bytes, lease=self.lease)
 
     def _within_max_bytes(self, attachment: Any, content: bytes) -> None:
         """Refuse content read earlier, under a larger ``max_bytes`` than this call's."""

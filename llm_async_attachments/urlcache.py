@@ -63,8 +63,10 @@ class Got(NamedTuple):
 @dataclass
 class _Entry:
     stored: Stored
-    blob: memory.Blob  # its data is None once it left memory (then it is on disk)
+    blob: memory.Blob  # its data is None once it left memory
     disk_key: str
+    on_disk: bool
+    """Written to the disk tier when fetched: when it leaves memory, it is there."""
     fresh_until: float = 0.0
     """``time.time()`` until which the response is fresh, as hishel computed once."""
 
@@ -156,7 +158,11 @@ async def _cached(
         if refreshed is not None:
             entry.stored = refreshed
             entry.fresh_until = _freshness(http, url, refreshed)
-            await _remember(key, entry, tier)
+            if entry.on_disk and tier is not None:  # the copy on disk carries them too
+                entry.on_disk = await tier.put(
+                    entry.disk_key, blob_bytes(blob), refreshed.to_bytes()
+                )
+            _remember(key, entry)
             return Got(content_type, blob, fetched.requests, 0)
         _forget(key)
         return await _download(url, meter, config, wanted, lease, key)
@@ -176,7 +182,7 @@ async def _download(
     if key is None or fetched.content is None:
         blob = None
         if fetched.content is not None:
-            blob = await _admit(fetched.content, config, lease, keep=True)
+            blob = _admit(fetched.content, config, lease, keep=True)
         return Got(fetched.type, blob, fetched.requests, len(fetched.content or b""))
     return await _keep(http, url, key, fetched, config, lease, _tier(config))
 
@@ -203,12 +209,14 @@ async def _keep(
         # prepare and the execute after it need it.
         _forget(key)
         keep = not http.caching.no_store(fetched.headers)
-        blob = await _admit(body, config, lease, keep=keep)
+        blob = _admit(body, config, lease, keep=keep)
         return Got(fetched.type, blob, fetched.requests, downloaded)
     disk_key = _disk_key(key)
-    blob = await _admit(body, config, lease, keep=True, source=disk_key if tier else None)
-    entry = _Entry(stored, blob, disk_key, _freshness(http, url, stored))
-    await _remember(key, entry, None)
+    blob = _admit(body, config, lease, keep=True)
+    # Written now, while it is in hand: it may leave memory at the end of any lease.
+    on_disk = tier is not None and await tier.put(disk_key, body, stored.to_bytes())
+    entry = _Entry(stored, blob, disk_key, on_disk, _freshness(http, url, stored))
+    _remember(key, entry)
     return Got(fetched.type, blob, fetched.requests, downloaded)
 
 
@@ -221,45 +229,29 @@ async def _body(
         return blob
     if tier is None:
         return None
-    found = await tier.get(entry.disk_key)
+    found = await tier.get(entry.disk_key) if entry.on_disk else None
     if found is None:
         return None
-    body, _meta = found
-    entry.blob = await _admit(body, config, lease, keep=True, source=entry.disk_key)
-    entry.blob.on_disk = True
+    entry.blob = _admit(found[0], config, lease, keep=True)
     return entry.blob
 
 
-async def _admit(
-    body: bytes, config: Config, lease: memory.Lease, *, keep: bool, source: str | None = None
-) -> memory.Blob:
-    """Hold ``body`` under the budget, writing what leaves memory to make room to disk."""
-    blob, leaving = memory.admit(
-        body, keep=keep, budget=config.cache_bytes, lease=lease, source=source
-    )
-    if leaving:
-        tier = _tier(config)
-        for each in leaving:
-            data = each.data
-            if tier is not None and isinstance(data, bytes) and each.source and not each.on_disk:
-                entry = _entries.get(_key_of(each.source))
-                meta = entry.stored.to_bytes() if entry is not None else b""
-                each.on_disk = await tier.put(each.source, data, meta)
-            memory.left(each)
-    return blob
+def _admit(body: bytes, config: Config, lease: memory.Lease, *, keep: bool) -> memory.Blob:
+    return memory.admit(body, keep=keep, budget=config.cache_bytes, lease=lease)
 
 
-async def _remember(key: _Key, entry: _Entry, tier: DiskTier | None) -> None:
+def _remember(key: _Key, entry: _Entry) -> None:
     with _entries_lock:
         _entries[key] = entry
         _entries.move_to_end(key)
         while len(_entries) > _ENTRIES:
             _entries.popitem(last=False)
-    if tier is not None and entry.blob.on_disk:
-        # The headers changed (a 304): the copy on disk carries them too.
-        data = entry.blob.data
-        if isinstance(data, bytes):
-            await tier.put(entry.disk_key, data, entry.stored.to_bytes())
+
+
+def blob_bytes(blob: memory.Blob) -> bytes:
+    data = blob.data
+    assert isinstance(data, bytes)  # held by a lease
+    return data
 
 
 def _forget(key: _Key) -> None:
@@ -281,10 +273,10 @@ async def _from_disk(tier: DiskTier, key: _Key) -> _Entry | None:
     except ValueError:
         await tier.remove(disk_key)
         return None
-    # The body is read again when wanted: dropping it here keeps memory for use.
-    blob = memory.Blob(found[0], keep=True, source=disk_key)
-    blob.data, blob.on_disk = None, True
-    entry = _Entry(stored, blob, disk_key, _freshness(http, key[0], stored))
+    # The body is read again when wanted: it is not kept in memory now.
+    blob = memory.Blob(found[0], keep=True)
+    blob.data = None
+    entry = _Entry(stored, blob, disk_key, True, _freshness(http, key[0], stored))
     with _entries_lock:
         _entries[key] = entry
     return entry
@@ -293,11 +285,6 @@ async def _from_disk(tier: DiskTier, key: _Key) -> _Entry | None:
 def _disk_key(key: _Key) -> str:
     url, block_private, allow = key
     return "\n".join([url, "private-blocked" if block_private else "open", *sorted(allow)])
-
-
-def _key_of(disk_key: str) -> _Key:
-    url, policy, *allow = disk_key.split("\n")
-    return (url, policy == "private-blocked", frozenset(allow))
 
 
 def _has_credentials(url: str) -> bool:
@@ -335,7 +322,7 @@ def read_back(url: str, config: Config) -> bytes | None:
     if isinstance(data, bytes):
         return data
     tier = _tier(config)
-    found = tier.get_blocking(entry.disk_key) if tier is not None else None
+    found = tier.get_blocking(entry.disk_key) if tier is not None and entry.on_disk else None
     return found[0] if found is not None else None
 
 

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
 import itertools
+import json
 import os
 from pathlib import Path
 
 import llm
+import pytest
 
 import llm_async_attachments as laa
 from llm_async_attachments import memory
 from llm_async_attachments.state import peek
 from llm_async_attachments.testing import samples
+from tests.support import LLM_HAS_MESSAGES
 from tests.support.models import Reader
 
 _paths = itertools.count()
@@ -129,3 +133,30 @@ async def test_content_over_the_budget_leaves_memory_and_comes_back_from_disk(fi
     assert [a.content_bytes() for a in again] == bodies[:2]  # ...and came back from disk
     assert summary.requests == 0 and summary.bytes_fetched == 0
     assert all(file_server.count("GET", url) == 1 for url in urls)
+
+
+@pytest.mark.no_leaks(blocking_threshold=0.2)  # llm's openai client loads certificates
+@pytest.mark.skipif(not LLM_HAS_MESSAGES, reason="llm < 0.36 sends no earlier PDFs")
+async def test_a_history_pdf_comes_back_from_disk_with_no_request(file_server, openai_server):
+    with_config(cache_bytes=1024 * 1024)  # room for one of these PDFs at a time
+    pdfs = [samples.pdf() + os.urandom(700 * 1024) for _ in range(3)]
+    urls = [
+        file_server.add(
+            fresh_path(f"turn{n}.pdf"),
+            body,
+            content_type="application/pdf",
+            headers=[("Cache-Control", "max-age=600")],
+        )
+        for n, body in enumerate(pdfs)
+    ]
+    model = llm.get_async_model("gpt-4o-mini")  # llm's own: it reads history PDFs
+    conversation = model.conversation()
+    first = llm.Attachment(url=urls[0])
+    for turn, url in enumerate(urls):
+        attachment = first if turn == 0 else llm.Attachment(url=url)
+        assert await conversation.prompt(f"turn {turn}", attachments=[attachment]).text()
+        if turn == 1:
+            assert peek(first).content is None  # it left memory after turn 2
+    assert [file_server.count("GET", url) for url in urls] == [1, 1, 1]  # none again
+    last = json.dumps(openai_server.bodies[-1])
+    assert base64.b64encode(pdfs[0]).decode() in last  # yet the model was sent it

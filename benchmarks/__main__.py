@@ -29,6 +29,7 @@ from benchmarks import (
     b4_bridge,
     b5_files,
     b6_turns,
+    b7_memory,
     b8_startup,
     overhead,
 )
@@ -108,6 +109,21 @@ def plot_b2(results: dict) -> str:
     return path.name
 
 
+def plot_b7(results: dict) -> str:
+    figure, axes = plt.subplots(figsize=(8, 3.2), dpi=100)
+    for name, measured in results.items():
+        series = measured["growth_by_turn_mib"]
+        axes.plot(range(1, len(series) + 1), series, label=name)
+    axes.set_xlabel("turn")
+    axes.set_ylabel("resident set growth (MiB)")
+    axes.legend()
+    figure.tight_layout()
+    path = IMAGES / "b7-memory.png"
+    figure.savefig(path)
+    plt.close(figure)
+    return path.name
+
+
 def main() -> None:
     IMAGES.mkdir(exist_ok=True)
     b1, b1_text = captured(b1_openai.main)
@@ -117,8 +133,9 @@ def main() -> None:
     _, b4_text = captured(b4_bridge.run, [])
     _, b5_text = captured(b5_files.main, [])
     _, b6_text = captured(b6_turns.main, [])
+    b7, b7_text = captured(b7_memory.main, [])
     _, b8_text = captured(b8_startup.main, [])
-    b1_plot, b2_plot = plot_b1(b1), plot_b2(b2)
+    b1_plot, b2_plot, b7_plot = plot_b1(b1), plot_b2(b2), plot_b7(b7)
     template = (Path(__file__).parent / "report.md").read_text()
     page = template.format(
         machine=machine(),
@@ -131,6 +148,8 @@ def main() -> None:
         b4=b4_text,
         b5=b5_text,
         b6=b6_text,
+        b7=b7_text,
+        b7_plot=b7_plot,
         b8=b8_text,
     )
     (DOCS / "benchmarks.md").write_text(page)

@@ -20,13 +20,14 @@ import llm_async_attachments as laa
 from llm_async_attachments import files, mime
 from llm_async_attachments.budget import Budget
 from llm_async_attachments.testing import samples
+from tests.support.models import Carrier
 
 MiB = 1024 * 1024
 
 
 async def prepare(attachment, **config):
     config = dataclasses.replace(laa.get_config(), **config)
-    prompt = llm.Prompt("hi", llm.get_async_model("echo"), attachments=[attachment])
+    prompt = llm.Prompt("hi", Carrier(), attachments=[attachment])
     return await laa.prepare_attachments(prompt, config=config)
 
 
@@ -190,7 +191,7 @@ async def test_many_files_run_a_few_jobs_at_a_time(tmp_path, monkeypatch):
         path = tmp_path / f"f{index}.png"
         path.write_bytes(content)
         attachments.append(llm.Attachment(path=str(path)))
-    prompt = llm.Prompt("hi", llm.get_async_model("echo"), attachments=attachments)
+    prompt = llm.Prompt("hi", Carrier(), attachments=attachments)
     summary = await laa.prepare_attachments(prompt)
     assert summary.bytes_fetched == sum(map(len, contents))
     assert [a.content_bytes() for a in attachments] == contents
@@ -213,7 +214,7 @@ async def test_a_cancelled_prepare_gives_its_job_slots_back(tmp_path, monkeypatc
         path = tmp_path / f"f{index}.bin"
         path.write_bytes(bytes(64 * 1024))
         attachments.append(llm.Attachment(path=str(path)))
-    prompt = llm.Prompt("hi", llm.get_async_model("echo"), attachments=attachments)
+    prompt = llm.Prompt("hi", Carrier(), attachments=attachments)
     task = asyncio.create_task(laa.prepare_attachments(prompt))
     async with asyncio.timeout(5):  # every slot is taken by a job that has started
         while len(started) < files.JOBS:  # noqa: ASYNC110 - set by worker threads
@@ -284,7 +285,7 @@ def test_each_event_loop_gets_its_own_job_slots_freed_with_the_loop(tmp_path):
 
     async def read() -> bytes:
         attachment = llm.Attachment(path=str(path))
-        prompt = llm.Prompt("x", llm.get_async_model("echo"), attachments=[attachment])
+        prompt = llm.Prompt("x", Carrier(), attachments=[attachment])
         await laa.prepare_attachments(prompt)
         return attachment.content_bytes()
 

@@ -147,7 +147,7 @@ async def test_a_failure_is_shared_with_tasks_waiting_for_it(file_server, echo):
     assert file_server.count() == 1
 
 
-async def test_the_total_cap_covers_the_whole_call(tmp_path, echo):
+async def test_the_total_cap_covers_the_whole_call(tmp_path):
     paths = []
     for index in range(3):
         path = tmp_path / f"f{index}.bin"
@@ -155,7 +155,7 @@ async def test_the_total_cap_covers_the_whole_call(tmp_path, echo):
         paths.append(llm.Attachment(path=str(path), type="application/octet-stream"))
     config = dataclasses.replace(laa.get_config(), max_total_bytes=2 * MiB + MiB // 2)
     with pytest.raises(laa.AttachmentsTotalTooLarge) as caught:
-        await laa.prepare_attachments(llm.Prompt("x", echo, attachments=paths), config=config)
+        await laa.prepare_attachments(llm.Prompt("x", Carrier(), attachments=paths), config=config)
     assert "over its total limit of 2.5 MiB" in str(caught.value)
     assert "LLM_ASYNC_ATTACHMENTS_MAX_TOTAL_BYTES" in str(caught.value)
 

@@ -27,6 +27,7 @@ import llm_async_attachments as laa
 from llm_async_attachments import policy
 from llm_async_attachments.testing import samples
 from tests.support.hostile_server import HostileFileServer
+from tests.support.models import Carrier
 
 MiB = 1024 * 1024
 # Small limits, so that every scenario fails (or passes) in a few seconds.
@@ -463,7 +464,7 @@ async def run(scenario: Scenario, ctx: Context) -> Outcome:
     config = scenario.config_for()
     attachment = llm.Attachment(**scenario.target(ctx))
     model = SimpleNamespace(supports_attachment_urls=scenario.takes_urls)
-    prompt = llm.Prompt("x", llm.get_async_model("echo"), attachments=[attachment])
+    prompt = llm.Prompt("x", Carrier(), attachments=[attachment])
     error: BaseException | None = None
     tracemalloc.start()
     started = time.perf_counter()

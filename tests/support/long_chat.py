@@ -57,12 +57,15 @@ async def chat(model: Any, server: FileServer, turns: int, size: int) -> dict[st
     gc.collect()
     before = peak = resident_mib()
     done = 0
+    series = []
     for turn in range(turns):
         url = server.url(f"/big?size={size}&turn={turn}")
         attachment = llm.Attachment(url=url, type="image/png")
         await conversation.prompt(f"turn {turn}", attachments=[attachment]).text()
         done += 1
-        peak = max(peak, resident_mib())
+        now = resident_mib()
+        series.append(round(now - before, 1))
+        peak = max(peak, now)
     gc.collect()
     after = resident_mib()
     return {
@@ -71,6 +74,7 @@ async def chat(model: Any, server: FileServer, turns: int, size: int) -> dict[st
         "rss_after_mib": round(after, 1),
         "rss_growth_mib": round(peak - before, 1),
         "requests": len(server.requests),
+        "growth_by_turn_mib": series,
     }
 
 

@@ -24,7 +24,7 @@ from . import reads
 from .guard import _executing
 from .memory import Lease
 from .patch import install
-from .prepare import plan_for, prepare_for
+from .prepare import Plan, plan_for, prepare_for
 from .reads import Execution, Place, model_key
 from .state import UNSET, peek, state_of
 from .views import Views
@@ -128,17 +128,22 @@ async def _prepared(
     placed: list[tuple[Any, Place]] = []
     if key not in running:
         conversation = kwargs.get("conversation", args[2] if len(args) > 2 else None)
-        plan = plan_for(model)
-        lease = Lease(plan.config.cache_bytes)  # what execute() reads stays in memory
+        plans: list[Plan] = []
+
+        def planned() -> Plan:
+            plans.append(plan_for(model))
+            return plans[0]
+
+        lease = Lease(0)  # what execute() reads stays in memory; prepare sets its budget
         try:
-            _summary, placed = await prepare_for(prompt, conversation, plan, lease)
+            _summary, placed = await prepare_for(prompt, conversation, planned, lease)
         except BaseException:
             lease.release()
             raise
         execution = Execution(model_key(model))
         for attachment, place in placed:
             # One the model is sent as a URL teaches nothing about what it reads.
-            if not plan.sent_as_url(attachment, _types_of(attachment)):
+            if not plans[0].sent_as_url(attachment, _types_of(attachment)):
                 execution.offer(attachment, place)
         # llm's own ValueError, now without I/O. The mark is never cleared: another
         # prompt, perhaps for another model, may have deferred its check on the same

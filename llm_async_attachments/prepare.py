@@ -87,22 +87,25 @@ async def prepare_attachments(
     """
     install()  # so that llm.Attachment's sync reads find what this prepares
     with Lease(0) as lease:
-        summary, _offered = await prepare_for(
-            prompt, conversation, plan_for(model or getattr(prompt, "model", None), config), lease
+        model = model or getattr(prompt, "model", None)
+        summary, _placed = await prepare_for(
+            prompt, conversation, lambda: plan_for(model, config), lease
         )
     return summary
 
 
 async def prepare_for(
-    prompt: Any, conversation: Any, plan: Plan, lease: Lease
+    prompt: Any, conversation: Any, planned: Callable[[], Plan], lease: Lease
 ) -> tuple[PrepareSummary, list[tuple[Any, Place]]]:
     """:func:`prepare_attachments` as the hook runs it: what was prepared is held by
     ``lease`` (the model's ``execute()`` reads it), and each attachment found is
-    returned with its place, the prompt's own or the history's."""
+    returned with its place, the prompt's own or the history's. ``planned()``
+    makes the plan, only if there is an attachment to plan for."""
     started = time.perf_counter()
     found = collect(prompt, conversation)
     if not found:
         return PrepareSummary(0, 0, 0, 0, time.perf_counter() - started), []
+    plan = planned()
     own = {id(attachment) for attachment in _own_attachments(prompt)}
     placed: list[tuple[Any, Place]] = [
         (attachment, "prompt" if id(attachment) in own else "history") for attachment in found

@@ -28,7 +28,7 @@ import sys
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -74,8 +74,9 @@ class _Entry:
         return time.time() < self.fresh_until
 
 
-def _freshness(http: ModuleType, url: str, stored: Stored) -> float:
-    return time.time() + float(http.caching.fresh_for(url, http.REQUEST_HEADERS, stored))
+def _freshness(rules: ModuleType, url: str, stored: Stored) -> float:
+    assert _http_layer is not None  # imported before any response is kept
+    return time.time() + float(rules.fresh_for(url, _http_layer.REQUEST_HEADERS, stored))
 
 
 _Key = tuple[str, bool, frozenset[str]]
@@ -132,32 +133,33 @@ async def _cached(
     entry = _entries.get(key)
     tier = _tier(config)
     if entry is None and tier is not None:
-        entry = await _from_disk(tier, key)
+        entry = await _from_disk(tier, key, config)
     if entry is None:
         return await _download(url, meter, config, wanted, lease, key)
+    rules = await _rules()  # an entry exists: they were imported to keep it
     if entry.fresh():  # hishel said so, and it only wanes with time
-        decision = http.caching.Fresh(entry.stored)
+        decision = rules.Fresh(entry.stored)
     else:
-        decision = http.caching.lookup(url, http.REQUEST_HEADERS, entry.stored)
-    if isinstance(decision, http.caching.Miss):
+        decision = rules.lookup(url, http.REQUEST_HEADERS, entry.stored)
+    if isinstance(decision, rules.Miss):
         return await _download(url, meter, config, wanted, lease, key)
     content_type = entry.stored.content_type
     if not wanted(content_type):
-        if isinstance(decision, http.caching.Fresh):
+        if isinstance(decision, rules.Fresh):
             return Got(content_type, None, 0, 0)
         return await _download(url, meter, config, wanted, lease, key)
     blob = await _body(entry, tier, lease, config)
     if blob is None:  # gone from memory and disk: fetch it whole
         _forget(key)
         return await _download(url, meter, config, wanted, lease, key)
-    if isinstance(decision, http.caching.Fresh):
+    if isinstance(decision, rules.Fresh):
         return Got(content_type, blob, 0, 0)
     fetched = await http.fetch_content(url, meter, config, wanted, decision.headers)
     if fetched.status == 304:
-        refreshed = http.caching.refreshed(entry.stored, fetched.status, fetched.headers)
+        refreshed = rules.refreshed(entry.stored, fetched.status, fetched.headers)
         if refreshed is not None:
             entry.stored = refreshed
-            entry.fresh_until = _freshness(http, url, refreshed)
+            entry.fresh_until = _freshness(rules, url, refreshed)
             if entry.on_disk and tier is not None:  # the copy on disk carries them too
                 entry.on_disk = await tier.put(
                     entry.disk_key, blob_bytes(blob), refreshed.to_bytes()
@@ -166,7 +168,7 @@ async def _cached(
             return Got(content_type, blob, fetched.requests, 0)
         _forget(key)
         return await _download(url, meter, config, wanted, lease, key)
-    return await _keep(http, url, key, fetched, config, lease, tier)
+    return await _keep(url, key, fetched, config, lease, tier)
 
 
 async def _download(
@@ -184,11 +186,10 @@ async def _download(
         if fetched.content is not None:
             blob = _admit(fetched.content, config, lease, keep=True)
         return Got(fetched.type, blob, fetched.requests, len(fetched.content or b""))
-    return await _keep(http, url, key, fetched, config, lease, _tier(config))
+    return await _keep(url, key, fetched, config, lease, _tier(config))
 
 
 async def _keep(
-    http: ModuleType,
     url: str,
     key: _Key,
     fetched: Any,
@@ -201,21 +202,24 @@ async def _keep(
     downloaded = len(body or b"")
     if body is None:
         return Got(fetched.type, None, fetched.requests, 0)
-    stored = http.caching.to_store(
-        url, dict(fetched.request_headers), fetched.status, fetched.headers, fetched.type
-    )
-    if stored is None:
+    rules = await _rules() if _may_be_kept(fetched.headers) else None
+    stored = None
+    if rules is not None:
+        stored = rules.to_store(
+            url, dict(fetched.request_headers), fetched.status, fetched.headers, fetched.type
+        )
+    if rules is None or stored is None:
         # Not shared: kept for this attachment only, or (no-store) only while this
         # prepare and the execute after it need it.
         _forget(key)
-        keep = not http.caching.no_store(fetched.headers)
+        keep = rules is None or not rules.no_store(fetched.headers)
         blob = _admit(body, config, lease, keep=keep)
         return Got(fetched.type, blob, fetched.requests, downloaded)
     disk_key = _disk_key(key)
     blob = _admit(body, config, lease, keep=True)
     # Written now, while it is in hand: it may leave memory at the end of any lease.
     on_disk = tier is not None and await tier.put(disk_key, body, stored.to_bytes())
-    entry = _Entry(stored, blob, disk_key, on_disk, _freshness(http, url, stored))
+    entry = _Entry(stored, blob, disk_key, on_disk, _freshness(rules, url, stored))
     _remember(key, entry)
     return Got(fetched.type, blob, fetched.requests, downloaded)
 
@@ -259,26 +263,24 @@ def _forget(key: _Key) -> None:
         _entries.pop(key, None)
 
 
-async def _from_disk(tier: DiskTier, key: _Key) -> _Entry | None:
-    """An entry another process, or this one before, left on disk (headers only now)."""
+async def _from_disk(tier: DiskTier, key: _Key, config: Config) -> _Entry | None:
+    """An entry another process, or this one before, left on disk."""
     disk_key = _disk_key(key)
     if not tier.may_have(disk_key):
         return None
     found = await tier.get(disk_key)
     if found is None:
         return None
-    http = _http_layer or await _http()
+    rules = await _rules()
     try:
-        stored = http.caching.Stored.from_bytes(found[1])
+        stored = rules.Stored.from_bytes(found[1])
     except ValueError:
         await tier.remove(disk_key)
         return None
-    # The body is read again when wanted: it is not kept in memory now.
-    blob = memory.Blob(found[0], keep=True)
-    blob.data = None
-    entry = _Entry(stored, blob, disk_key, True, _freshness(http, key[0], stored))
-    with _entries_lock:
-        _entries[key] = entry
+    # Under the budget like any other body (whoever asked holds it next, if it wants it).
+    blob = memory.admit(found[0], keep=True, budget=config.cache_bytes, lease=None)
+    entry = _Entry(stored, blob, disk_key, True, _freshness(rules, key[0], stored))
+    _remember(key, entry)
     return entry
 
 
@@ -329,9 +331,9 @@ def read_back(url: str, config: Config) -> bytes | None:
 async def fetch_type(url: str, config: Config) -> tuple[str | None, int]:
     """The type of ``url``: from a fresh cached response, else by ``HEAD`` (see the HTTP layer)."""
     entry = _entries.get((url, config.block_private, frozenset(config.allow)))
-    http = _http_layer or await _http()
     if entry is not None and entry.fresh():
         return entry.stored.content_type, 0
+    http = _http_layer or await _http()
     fetched = await http.fetch_type(url, config)
     return fetched.type, fetched.requests
 
@@ -342,24 +344,44 @@ async def fetch_type(url: str, config: Config) -> tuple[str | None, int]:
 # awaits, so that the event loop goes on meanwhile. An importing thread holds the
 # GIL until another thread has waited for it for the switch interval (5 ms by
 # default), and the loop's thread would wait that long on every tick: the
-# interval is 1 ms while the import runs (once per process).
+# interval is 1 ms while the import runs (once per process). The caching rules
+# (hishel, which loads sqlite3 and msgpack: tens of milliseconds more) are
+# imported the same way, later: when a response first carries caching headers.
 _http_layer: ModuleType | None = None
-_http_lock = threading.Lock()
+_rules_module: ModuleType | None = None
+_import_lock = threading.Lock()
 _IMPORT_SWITCH_INTERVAL = 0.001
+_CACHING_HEADERS = frozenset({"cache-control", "expires", "etag", "last-modified"})
 
 
 async def _http() -> ModuleType:
-    return await asyncio.to_thread(_import_http)
-
-
-def _import_http() -> ModuleType:
     global _http_layer
-    with _http_lock:
-        if _http_layer is None:
+    _http_layer = await asyncio.to_thread(_import, ".http")
+    return _http_layer
+
+
+async def _rules() -> ModuleType:
+    """``http.caching``, imported on a worker thread the first time."""
+    global _rules_module
+    if _rules_module is None:
+        _rules_module = await asyncio.to_thread(_import, ".http.caching")
+    return _rules_module
+
+
+def _import(name: str) -> ModuleType:
+    with _import_lock:
+        module = sys.modules.get(f"{__package__}{name}")
+        if module is None:
             interval = sys.getswitchinterval()
             sys.setswitchinterval(min(interval, _IMPORT_SWITCH_INTERVAL))
             try:
-                _http_layer = importlib.import_module(".http", __package__)
+                module = importlib.import_module(name, __package__)
             finally:
                 sys.setswitchinterval(interval)
-        return _http_layer
+        return module
+
+
+def _may_be_kept(headers: Sequence[tuple[str, str]]) -> bool:
+    """Whether a response could be kept at all: without freshness or a validator,
+    it could never answer again, and the rules need not be consulted."""
+    return any(name.lower() in _CACHING_HEADERS for name, _value in headers)

@@ -14,7 +14,7 @@ import llm
 import pytest
 
 import llm_async_attachments as laa
-from llm_async_attachments import memory
+from llm_async_attachments import memory, urlcache
 from llm_async_attachments.state import peek
 from llm_async_attachments.testing import samples
 from tests.support import LLM_HAS_MESSAGES
@@ -160,3 +160,19 @@ async def test_a_history_pdf_comes_back_from_disk_with_no_request(file_server, o
     assert [file_server.count("GET", url) for url in urls] == [1, 1, 1]  # none again
     last = json.dumps(openai_server.bodies[-1])
     assert base64.b64encode(pdfs[0]).decode() in last  # yet the model was sent it
+
+
+async def test_a_new_process_finds_fresh_responses_on_disk(file_server):
+    body = samples.pdf() + os.urandom(64 * 1024)
+    url = file_server.add(
+        fresh_path("kept.pdf"),
+        body,
+        content_type="application/pdf",
+        headers=[("Cache-Control", "max-age=600")],
+    )
+    await prepare_new_objects(url, 1)
+    urlcache._entries.clear()  # what a new process starts with: only the disk tier
+    memory.Lease(0).release()  # and nothing in memory
+    (again,) = await prepare_new_objects(url, 1)
+    assert file_server.count("GET", url) == 1
+    assert again.content_bytes() == body

@@ -4,12 +4,12 @@ Knows nothing of llm. One module per concept: :mod:`.urls` (which URLs and
 redirect targets are fetched), :mod:`.pool` (connection pools per event
 loop), :mod:`.exchange` (requests, redirects and the responses they open),
 :mod:`.retries`, :mod:`.decoding` (bounded decompression), :mod:`.body`,
-:mod:`.cancellation`, :mod:`.caching` (when a kept response may answer
-again) and :mod:`.fetch`, the entry points.
+:mod:`.cancellation` and :mod:`.fetch`, the entry points. :mod:`.caching`
+holds the shared cache's RFC 9111 rules; it is not imported here, so that
+hishel is loaded only once a response carries caching headers.
 """
 
-from . import caching
 from .exchange import REQUEST_HEADERS
 from .fetch import Fetched, fetch_content, fetch_type
 
-__all__ = ["REQUEST_HEADERS", "Fetched", "caching", "fetch_content", "fetch_type"]
+__all__ = ["REQUEST_HEADERS", "Fetched", "fetch_content", "fetch_type"]

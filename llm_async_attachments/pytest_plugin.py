@@ -92,15 +92,22 @@ def attachment_server(_attachment_file_server: FileServer) -> AttachmentServer:
 
 @pytest.fixture
 def strict_guard() -> Iterator[None]:
-    """The guard in strict mode: any blocking attachment read on a loop raises."""
+    """The guard in strict mode: any blocking attachment read on a loop raises.
+
+    Each test also starts with no model's reads learned (see the user guide's
+    "Memory and the cache"), so that what one test's model read does not
+    decide what another test prepares.
+    """
     import dataclasses
 
-    from . import configure, get_config, install
+    from . import configure, get_config, install, reads
 
     install()
     before = get_config()
     configure(dataclasses.replace(before, guard="strict"))
+    reads.forget()
     yield
+    reads.forget()
     configure(before)
 
 

@@ -25,7 +25,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Literal
 
-__all__ = ["Execution", "Method", "Need", "Place", "current", "model_key", "need"]
+__all__ = ["Execution", "Method", "Need", "Place", "current", "forget", "model_key", "need"]
 
 Place = Literal["prompt", "history"]
 Method = Literal["content", "base64"]
@@ -47,6 +47,12 @@ _LIMIT = 4096  # kinds remembered; a server inventing types cannot grow this wit
 _Kind = tuple[str, str | None, Place]
 _learned: OrderedDict[_Kind, Need] = OrderedDict()
 _lock = threading.Lock()
+
+
+def forget() -> None:
+    """Forget every model's reads learned so far (the test kit, between tests)."""
+    with _lock:
+        _learned.clear()
 
 
 def model_key(model: object) -> str:

@@ -108,9 +108,9 @@ def _disk_tier(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def _nothing_learned() -> Iterator[None]:
     """Each test starts with no model's reads learned: what one test's model read
     must not decide what another's prepares."""
-    reads._learned.clear()
+    reads.forget()
     yield
-    reads._learned.clear()
+    reads.forget()
 
 
 @pytest.fixture(autouse=True)

@@ -130,3 +130,31 @@ def test_200_turns_of_llm_echo_with_a_new_2_mib_url_each_stay_within_a_64_mib_bu
     report = json.loads(result.stdout)
     assert report["turns_ok"] == 200
     assert report["rss_growth_mib"] <= 64 + 32, report  # the budget plus a small constant
+
+
+class Base64Reader(llm.AsyncModel):
+    """Reads each prompt's own attachments as base64, as inlining plugins do."""
+
+    model_id = "base64-reader"
+    attachment_types = frozenset({"application/pdf"})
+
+    async def execute(
+        self, prompt: Any, stream: bool, response: Any, conversation: Any = None
+    ) -> AsyncGenerator[str, None]:
+        yield json.dumps([len(a.base64_content()) for a in prompt.attachments])
+
+
+@pytest.mark.parametrize("reader", [CurrentOnly, Base64Reader])
+async def test_large_content_gets_a_base64_copy_only_for_models_that_read_it(
+    file_server, reader
+):
+    model = laa.prepare_before_execute(reader())
+    conversation = model.conversation()
+    size = 3 * 1024 * 1024  # over the 2 MiB that is encoded on the loop
+    urls = [await asyncio.to_thread(pdf_url, file_server, size) for _ in range(2)]
+    attachments = [llm.Attachment(url=url) for url in urls]
+    for attachment in attachments:
+        await conversation.prompt("turn", attachments=[attachment]).text()
+    state = peek(attachments[1])  # prepared once the model's reads were known
+    assert state.content is not None
+    assert (state.base64 is not None) == (reader is Base64Reader)

@@ -145,9 +145,7 @@ class Base64Reader(llm.AsyncModel):
 
 
 @pytest.mark.parametrize("reader", [CurrentOnly, Base64Reader])
-async def test_large_content_gets_a_base64_copy_only_for_models_that_read_it(
-    file_server, reader
-):
+async def test_large_content_gets_a_base64_copy_only_for_models_that_read_it(file_server, reader):
     model = laa.prepare_before_execute(reader())
     conversation = model.conversation()
     size = 3 * 1024 * 1024  # over the 2 MiB that is encoded on the loop

@@ -68,13 +68,16 @@ async def prepare_attachments(
       are sniffed as llm does; URLs by ``HEAD``, or from the ``GET`` that
       fetches their content;
     * reads the content of paths and URLs, within ``config.max_bytes`` per
-      attachment and ``config.max_total_bytes`` for the call; except that URL
-      content is not fetched for types the model takes as URLs
-      (``model.supports_attachment_urls``: ``True`` or MIME patterns such as
-      ``{"image/*"}``, or the known behaviour of llm's OpenAI models;
-      ``model`` defaults to ``prompt.model``).
+      attachment and ``config.max_total_bytes`` for the call; except that
+      content is not read for types the model takes as URLs (see
+      ``url_support`` in the configuration), for a prompt's attachments of
+      types the model does not accept (llm refuses those on their type), and
+      for kinds of attachments the model was seen not to read (``model``
+      defaults to ``prompt.model``).
 
-    Results are cached for each attachment object, so afterwards its sync
+    Results are cached for each attachment object, under the process's memory
+    budget (``config.cache_bytes``), and URL responses are shared between
+    attachment objects as HTTP's caching rules allow; so afterwards its sync
     ``resolve_type()``, ``content_bytes()``, ``base64_content()`` and ``id()``
     do no I/O, and preparing again (the next turn) fetches nothing. A cached
     result serves a later call only if that call's ``config`` could have

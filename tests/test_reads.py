@@ -20,6 +20,7 @@ import llm_async_attachments as laa
 from llm_async_attachments.guard import BlockingAttachmentAccessWarning
 from llm_async_attachments.state import peek
 from llm_async_attachments.testing import samples
+from tests.support.long_chat import CurrentOnly
 
 ROOT = Path(__file__).resolve().parent.parent
 _paths = itertools.count()
@@ -43,18 +44,6 @@ class Changing(llm.AsyncModel):
         attachments += prompt.attachments
         sizes = [len(a.content_bytes()) for a in attachments] if self.read else []
         yield json.dumps(sizes)
-
-
-class CurrentOnly(llm.AsyncModel):
-    """Reads the prompt's own attachments, never the history's (as many plugins do)."""
-
-    model_id = "current-only"
-    attachment_types = frozenset({"application/pdf"})
-
-    async def execute(
-        self, prompt: Any, stream: bool, response: Any, conversation: Any = None
-    ) -> AsyncGenerator[str, None]:
-        yield json.dumps([len(a.content_bytes()) for a in prompt.attachments])
 
 
 def path_of(url: str) -> str:

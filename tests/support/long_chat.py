@@ -38,7 +38,7 @@ class CurrentOnly(llm.AsyncModel):
     """Reads the content of the prompt's own attachments, never the history's."""
 
     model_id = "current-only"
-    attachment_types = frozenset({"image/png"})
+    attachment_types = frozenset({"image/png", "application/pdf"})
 
     async def execute(
         self, prompt: Any, stream: bool, response: Any, conversation: Any = None

@@ -63,7 +63,10 @@ def main() -> None:
         bodies = []
         for label, extra in (
             ("llm alone", {"LLM_LOAD_PLUGINS": ""}),
-            ("llm + llm-async-attachments", {}),
+            # Only this plugin: the test extra also installs plugins (such as
+            # llm-openai-plugin, whose registration costs ~100 ms a model lookup)
+            # that neither side should pay for.
+            ("llm + llm-async-attachments", {"LLM_LOAD_PLUGINS": "llm-async-attachments"}),
         ):
             files.requests.clear()
             api.reset()

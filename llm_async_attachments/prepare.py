@@ -115,17 +115,16 @@ async def prepare_for(
     ]
     lease.budget = plan.config.cache_bytes
     run = _Run(plan, lease)
-    # A conversation's attachments are ready after its first turn: no task for those.
-    unready = [(a, place) for a, place in placed if not run.ready(a, place)]
-    if unready:
-        try:
-            async with asyncio.TaskGroup() as group:
-                for index, (attachment, place) in enumerate(unready):
-                    if index and not index % PER_TURN:
-                        await asyncio.sleep(0)  # thousands of tasks: a turn's worth at a time
+    try:
+        async with asyncio.TaskGroup() as group:
+            for index, (attachment, place) in enumerate(placed):
+                if index and not index % PER_TURN:
+                    await asyncio.sleep(0)  # thousands of attachments: a turn's worth at a time
+                # A conversation's attachments are ready after its first turn: no task.
+                if not run.ready(attachment, place):
                     group.create_task(run.prepare(attachment, place))
-        except BaseExceptionGroup as failures:
-            raise _first_failure(failures, found) from None
+    except BaseExceptionGroup as failures:
+        raise _first_failure(failures, found) from None
     summary = PrepareSummary(
         attachments=len(found),
         fetched=run.fetched,

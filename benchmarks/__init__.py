@@ -1,4 +1,3 @@
-
 import os
 
 # The plugins the benchmarks measure with. The test extra also installs plugins for

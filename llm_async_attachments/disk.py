@@ -128,6 +128,20 @@ class DiskTier:
         """Bytes of the entries this process counts now (0 until the directory is scanned)."""
         return self._total
 
+    @property
+    def scanned(self) -> bool:
+        """Whether this process has read the directory's entries (:meth:`scan`)."""
+        return self._scanned
+
+    async def scan(self) -> None:
+        """Read the directory's entries, off the loop, if not done yet (every method
+        that touches the disk does this first; :meth:`may_have` needs it done)."""
+        if not self._scanned:
+            try:
+                await asyncio.to_thread(self._ensure_scanned)
+            except OSError as exc:
+                self._warn_once("read the directory", exc)
+
     def may_have(self, key: str) -> bool:
         """Whether an entry for ``key`` may be on disk, without touching the disk: false
         only once the directory was scanned and this process knows of no such entry

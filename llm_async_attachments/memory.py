@@ -16,13 +16,17 @@ until they are released, and they are dropped first then. A blob made with
 ``keep=False`` (a ``no-store`` response) is held only while leased and is
 dropped the moment its last lease ends, whatever the budget.
 
-The store knows nothing of llm, HTTP or files.
+The store holds blobs weakly: content leaves memory with the last attachment or
+shared cache entry that holds it, whatever the budget. The store knows nothing
+of llm, HTTP or files.
 """
 
 from __future__ import annotations
 
 import threading
+import weakref
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 __all__ = ["Blob", "Lease", "StoreStatistics", "admit", "hold", "statistics"]
@@ -83,27 +87,55 @@ class StoreStatistics:
     """Bytes of blobs some lease holds (never dropped while held)."""
 
 
+class _Ref(weakref.ref):  # type: ignore[type-arg]
+    """A weak reference to a blob that knows its key and size: one object a blob,
+    where a callback closing over them would take four (thousands are alive at once)."""
+
+    __slots__ = ("key", "size")
+
+    def __init__(self, blob: Blob, callback: Callable[[_Ref], None]) -> None:
+        super().__init__(blob, callback)  # type: ignore[call-arg]
+        self.key = id(blob)
+        self.size = blob.size
+
+
 class _Store:
+    """The blobs in memory, least recently used first, each held weakly: a blob whose
+    holders (attachments, shared cache entries) are all gone leaves with them."""
+
     def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self._blobs: OrderedDict[int, Blob] = OrderedDict()  # least recently used first
-        self._passing: dict[int, Blob] = {}  # keep=False blobs, while leased
+        # Re-entrant: a blob's weakref callback may run in a collection that starts
+        # while this thread holds the lock.
+        self.lock = threading.RLock()
+        self._blobs: OrderedDict[int, _Ref] = OrderedDict()
+        self._passing: dict[int, _Ref] = {}  # keep=False blobs, while leased
         self.held = 0
+        self._on_gone = self._gone
 
     def admit(self, blob: Blob, lease: Lease | None, budget: int) -> None:
+        ref = _Ref(blob, self._on_gone)
         with self.lock:
             if lease is not None:
                 blob.pins += 1
             if blob.keep:
-                self._blobs[id(blob)] = blob
+                self._blobs[ref.key] = ref
             else:
-                self._passing[id(blob)] = blob
+                self._passing[ref.key] = ref
             self.held += blob.size
             self._shrink(budget)
         if lease is not None:
             lease._blobs.append(blob)
         elif not blob.keep:
             self.release([], budget)  # nobody holds it: gone at once
+
+    def _gone(self, ref: _Ref) -> None:
+        """A blob was collected, its data with it (it was still counted if listed)."""
+        with self.lock:
+            if self._blobs.get(ref.key) is ref:
+                del self._blobs[ref.key]
+                self.held -= ref.size
+            elif self._passing.get(ref.key) is ref:
+                del self._passing[ref.key]
 
     def touch(self, blob: Blob) -> None:
         with self.lock:
@@ -114,20 +146,22 @@ class _Store:
         with self.lock:
             for blob in blobs:
                 blob.pins -= 1
-            for key, blob in list(self._passing.items()):
-                if not blob.pins:
-                    self._drop(blob)
+            for key, ref in list(self._passing.items()):
+                passing = ref()
+                if passing is not None and not passing.pins:
                     del self._passing[key]
+                    self._drop(passing)
             self._shrink(budget)
 
     def _shrink(self, budget: int) -> None:
         excess = self.held - budget
         if excess <= 0:
             return
-        for key, blob in list(self._blobs.items()):
+        for key, ref in list(self._blobs.items()):
             if excess <= 0:
                 break
-            if not blob.pins:
+            blob = ref()
+            if blob is not None and not blob.pins:
                 del self._blobs[key]
                 excess -= blob.size
                 self._drop(blob)
@@ -139,7 +173,8 @@ class _Store:
 
     def statistics(self) -> StoreStatistics:
         with self.lock:
-            every = [*self._blobs.values(), *self._passing.values()]
+            refs = [*self._blobs.values(), *self._passing.values()]
+            every = [blob for blob in (ref() for ref in refs) if blob is not None]
             leased = sum(blob.size for blob in every if blob.pins and blob.data is not None)
             return StoreStatistics(self.held, len(every), leased)
 
@@ -163,8 +198,7 @@ def hold(blob: Blob, lease: Lease) -> bool:
         if blob.data is None:
             return False
         blob.pins += 1
-        if blob.keep and id(blob) in _store._blobs:
-            _store._blobs.move_to_end(id(blob))
+        _store.touch(blob)
     lease._blobs.append(blob)
     return True
 

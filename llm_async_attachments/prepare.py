@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass
@@ -383,11 +384,10 @@ class _Run:
     async def _fetch(self, attachment: Any, state: Prepared, place: Place) -> None:
         self.fetched += 1
         meter = self.budget.meter(redact(attachment.url))
-
-        def wanted(content_type: str | None) -> bool:
-            return self.plan.wants_content(attachment.type or content_type, place, url=True)
-
-        got = await urlcache.content(attachment.url, meter, self.config, wanted, self.lease)
+        wanted = functools.partial(self._wanted, attachment.type, place)
+        got = await urlcache.content(
+            attachment.url, meter, self.config, self.key, wanted, self.lease
+        )
         self.requests += got.requests
         if not attachment.type:
             state.type, state.type_key = got.type, self.key
@@ -396,6 +396,10 @@ class _Run:
             assert isinstance(content, bytes)  # held by the lease
             self._within_max_bytes(attachment, content)
             state.content_blob, state.content_key = got.blob, self.key
+
+    def _wanted(self, declared: str | None, place: Place, content_type: str | None) -> bool:
+        """Whether a URL's body should be read, once its response says its type."""
+        return self.plan.wants_content(declared or content_type, place, url=True)
 
     async def _encode(self, attachment: Any, state: Prepared, content: bytes) -> None:
         """base64 text of content too large to encode on the loop, for models that read it."""

@@ -38,7 +38,7 @@ from . import memory
 from .config import Config
 from .disk import DiskTier
 from .errors import AttachmentError, AttachmentsTotalTooLarge
-from .state import FetchKey, fetch_key
+from .state import FetchKey
 
 if TYPE_CHECKING:
     from .budget import Meter
@@ -83,7 +83,7 @@ _Key = tuple[str, bool, frozenset[str]]
 _entries: OrderedDict[_Key, _Entry] = OrderedDict()
 _entries_lock = threading.Lock()
 _flights: dict[
-    tuple[asyncio.AbstractEventLoop, _Key, FetchKey], asyncio.Future[AttachmentError | None]
+    tuple[asyncio.AbstractEventLoop, str, FetchKey], asyncio.Future[AttachmentError | None]
 ] = {}
 
 
@@ -91,14 +91,18 @@ async def content(
     url: str,
     meter: Meter,
     config: Config,
+    settings: FetchKey,
     wanted: Callable[[str | None], bool],
     lease: memory.Lease,
 ) -> Got:
-    """The type of ``url`` and, if ``wanted(type)``, its body, from the cache if it may."""
+    """The type of ``url`` and, if ``wanted(type)``, its body, from the cache if it may.
+
+    ``settings`` is ``fetch_key(config)``, which the caller has at hand.
+    """
     if _has_credentials(url):
         return await _download(url, meter, config, wanted, lease, None)
-    key: _Key = (url, config.block_private, frozenset(config.allow))
-    flight = (asyncio.get_running_loop(), key, fetch_key(config))
+    key: _Key = (url, settings.block_private, settings.allow)
+    flight = (asyncio.get_running_loop(), url, settings)
     # One fetch at a time per URL and settings on a loop: the others then find it cached.
     # A failure is shared with those waiting, as a copy each (the owner's own total
     # budget excepted): a hundred attachments of one dead URL wait once, not in turn.
@@ -110,6 +114,13 @@ async def content(
     _flights[flight] = future
     failure = None
     try:
+        tier = _tier(config)
+        if tier is not None and not tier.scanned:
+            await _scan(tier)
+        if key not in _entries and (tier is None or not tier.may_have(_disk_key(key))):
+            # Nothing kept (the usual case): straight to the download, one frame fewer
+            # for each of thousands of fetches that may be waiting for a slot.
+            return await _download(url, meter, config, wanted, lease, key)
         return await _cached(url, key, meter, config, wanted, lease)
     except AttachmentsTotalTooLarge:
         raise
@@ -282,6 +293,19 @@ async def _from_disk(tier: DiskTier, key: _Key, config: Config) -> _Entry | None
     entry = _Entry(stored, blob, disk_key, True, _freshness(rules, key[0], stored))
     _remember(key, entry)
     return entry
+
+
+_scans: dict[tuple[asyncio.AbstractEventLoop, int], asyncio.Future[None]] = {}
+
+
+async def _scan(tier: DiskTier) -> None:
+    """The tier's first scan, once per loop however many fetches ask at once."""
+    slot = (asyncio.get_running_loop(), id(tier))
+    scanning = _scans.get(slot)
+    if scanning is None:
+        scanning = _scans[slot] = asyncio.ensure_future(tier.scan())
+        scanning.add_done_callback(lambda done: _scans.pop(slot, None))
+    await asyncio.shield(scanning)
 
 
 def _disk_key(key: _Key) -> str:

@@ -65,7 +65,11 @@ async def test_a_thousand_prepares_cancelled_at_random_points_leave_nothing(file
         assert statistics.connections <= laa.get_config().concurrency
 
 
-@pytest.mark.no_leaks(blocking_threshold=0.5)
+# 5,000 fetches waiting for 8 connections are some 280,000 live objects (ten coroutine
+# frames each, their futures and timers): a full garbage collection among them takes
+# 0.1-0.5 s on a 2-core machine, whoever allocates. That is measured in B2 (make bench),
+# not here; this test is about the pool, and any blocking I/O still shows.
+@pytest.mark.no_leaks(blocking_threshold=1.0)
 async def test_500_concurrent_prepares_of_5000_urls_share_one_bounded_client(file_server):
     body = samples.sized("png", 16 * 1024)
     urls = [file_server.add(f"/l{i}.png", body, content_type="image/png") for i in range(5000)]

@@ -98,7 +98,7 @@ async def test_history_that_a_model_never_reads_is_not_fetched_again(file_server
     urls = [pdf_url(file_server, 128 * 1024) for _ in range(6)]
     for url in urls:
         reply = await conversation.prompt("turn", attachments=[llm.Attachment(url=url)]).text()
-        assert json.loads(reply) == [len(samples.pdf()) + 128 * 1024]
+        assert json.loads(reply) == len(samples.pdf()) + 128 * 1024
     # Each body was fetched once; those that left memory were not fetched back.
     assert all(file_server.count("GET", url) == 1 for url in urls)
     first = conversation.responses[0].prompt.attachments[0]

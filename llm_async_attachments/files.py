@@ -184,7 +184,7 @@ def _read_file(
                 return _Read(size, 0, None, "", None)  # refused on its size: nothing read
             # llm types only a regular file (puremagic: "Not a regular file"): a device has none.
             content_type, typed = None, not (sniff and regular)
-            if sniff and regular and wanted is not None and size:
+            if sniff and regular and wanted is not None and size and mime.sniffs_from_ends():
                 head, foot = _ends(fd, size)
                 content_type, typed = mime.sniff_ends(head, foot, filename=path), True
                 if not wanted(content_type):

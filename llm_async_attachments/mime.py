@@ -98,6 +98,13 @@ def sniff(data: bytes, filename: str | None = None) -> str | None:
     return _fixed(signatures.mime_type(head, foot, filename))
 
 
+def sniffs_from_ends() -> bool:
+    """Whether :func:`sniff_ends` gives llm's type for a file: with the puremagic
+    releases the index follows (1.x), which read a file's ends only. Others may
+    read more of it (2.x scans some formats' contents): read the file whole first."""
+    return _signatures() is not None
+
+
 def sniff_ends(head: bytes, foot: bytes, filename: str | None = None) -> str | None:
     """:func:`sniff` of a file from its first :data:`SNIFF_BYTES` and last :data:`FOOT_BYTES`.
 
@@ -263,7 +270,10 @@ def _row(row: Any) -> _Row:
 
 @functools.cache
 def _signatures() -> _Signatures | None:
-    """The index, built on first use (a few milliseconds); ``None`` if puremagic changed."""
+    """The index, built on first use (a few milliseconds); ``None`` if puremagic changed
+    (any release but 1.x, whose matching the index follows: puremagic is called then)."""
+    if not str(getattr(puremagic, "__version__", "")).startswith("1."):
+        return None
     try:
         return _Signatures(puremagic)
     except (AttributeError, TypeError, ValueError):

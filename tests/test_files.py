@@ -89,6 +89,13 @@ async def test_symlink_loop(tmp_path):
         await prepare(llm.Attachment(path=str(loop)))
 
 
+# Sniffing a file from its ends is what llm does with puremagic 1.x; with other
+# releases the whole file is read first (see mime.sniffs_from_ends).
+FROM_ENDS = pytest.mark.skipif(
+    not mime.sniffs_from_ends(), reason="puremagic 1.x reads a file's ends only"
+)
+
+
 def test_permission_denied(tmp_path):
     # Root reads anything, so as root the read runs in a child process without the
     # capabilities that let root ignore file permissions.
@@ -303,6 +310,7 @@ def bytes_read_by_this_process() -> int:
         return int(io_stats.read().split(b"rchar:")[1].split()[0])
 
 
+@FROM_ENDS
 async def test_a_file_of_a_refused_type_is_not_read_past_its_ends(tmp_path):
     path = tmp_path / "photo.png"
     path.write_bytes(samples.png())
@@ -366,6 +374,7 @@ def llms_type(path) -> str | None:
     return llm.utils.mimetype_from_path(str(path)) or None
 
 
+@FROM_ENDS
 @pytest.mark.parametrize("size", [None, 600, 36_870, 37_200, MiB], ids=lambda s: f"size {s}")
 @pytest.mark.parametrize("kind", sorted(samples.SAMPLES))
 async def test_the_type_sniffed_from_the_ends_is_llms(tmp_path, kind, size):
@@ -382,12 +391,13 @@ async def test_the_type_sniffed_from_the_ends_is_llms(tmp_path, kind, size):
         assert read.type == seen[0] == plain.type == llms_type(path), name
 
 
+@FROM_ENDS
 @pytest.mark.parametrize("size", [300, 600, 40_000, 200_000], ids=lambda s: f"size {s}")
 async def test_a_type_told_by_the_end_of_a_file_is_llms(tmp_path, size):
     # puremagic's footer signatures (its multi-part rules after them too) are read from
     # the file's last bytes: the job reads those as llm does, whatever the size.
     budget = Budget(4 * MiB, 64 * MiB)
-    for index, row in enumerate(puremagic.magic_footer_array):
+    for index, row in enumerate(puremagic.main.magic_footer_array):
         if -row.offset > size:
             continue  # no room for it
         path = tmp_path / f"tail-{index}"
@@ -402,7 +412,7 @@ async def test_a_type_told_by_the_end_of_a_file_is_llms(tmp_path, size):
 def _shared_signatures() -> list[list[puremagic.PureMagic]]:
     """Header signatures that several types share: the file's extension decides."""
     groups: dict[tuple[int, bytes], list[puremagic.PureMagic]] = {}
-    for row in puremagic.magic_header_array:
+    for row in puremagic.main.magic_header_array:
         groups.setdefault((row.offset, row.byte_match), []).append(row)
     return [rows for rows in groups.values() if len({row.mime_type for row in rows}) > 1]
 

@@ -121,7 +121,7 @@ async def content(
             # Nothing kept (the usual case): straight to the download, one frame fewer
             # for each of thousands of fetches that may be waiting for a slot.
             return await _download(url, meter, config, wanted, lease, key)
-        return await _cached(url, key, meter, config, wanted, lease)
+        return await _cached(url, key, meter, config, wanted, lease, tier)
     except AttachmentsTotalTooLarge:
         raise
     except AttachmentError as error:
@@ -139,10 +139,11 @@ async def _cached(
     config: Config,
     wanted: Callable[[str | None], bool],
     lease: memory.Lease,
+    tier: DiskTier | None,
 ) -> Got:
+    """:func:`content` once something may be kept for ``key`` (``tier``: the config's)."""
     http = _http_layer or await _http()
     entry = _entries.get(key)
-    tier = _tier(config)
     if entry is None and tier is not None:
         entry = await _from_disk(tier, key, config)
     if entry is None:

@@ -75,7 +75,7 @@ def child(turns: int, count: int, interleaved: bool) -> None:
     preparing: list[float] = []
     if "llm_async_attachments.hook" in sys.modules:
         hook: Any = sys.modules["llm_async_attachments.hook"]
-        prepare = hook.prepare_attachments
+        prepare = hook.prepare_for
 
         async def timed(*args: Any, **kwargs: Any) -> Any:
             started = time.perf_counter()
@@ -84,7 +84,7 @@ def child(turns: int, count: int, interleaved: bool) -> None:
             finally:
                 preparing.append(time.perf_counter() - started)
 
-        hook.prepare_attachments = timed
+        hook.prepare_for = timed
         if interleaved:
             wrapped: Any = type(echo)
             unwrapped = {

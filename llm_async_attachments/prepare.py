@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import time
-from collections.abc import Awaitable, Callable, Collection, Iterable
+from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, NamedTuple
+from urllib.parse import urlsplit
 
 from . import mime, urlcache
 from .budget import Budget, human
@@ -116,14 +118,21 @@ async def prepare_for(
     ]
     lease.budget = plan.config.cache_bytes
     run = _Run(plan, lease)
+    waiting: list[tuple[Any, Place]] = []
+    for index, (attachment, place) in enumerate(placed):
+        if index and not index % PER_TURN:
+            await asyncio.sleep(0)  # thousands of attachments: a turn's worth at a time
+        # A conversation's attachments are ready after its first turn: no work.
+        if not run.ready(attachment, place):
+            waiting.append((attachment, place))
+    # At most as many workers as fetches may run at once, not a task per attachment:
+    # thousands of waiting tasks would outlive young collections, and every full
+    # collection the process then makes would scan them all (100 ms for 5,000).
+    work = iter(_hosts_in_turn(waiting))
     try:
         async with asyncio.TaskGroup() as group:
-            for index, (attachment, place) in enumerate(placed):
-                if index and not index % PER_TURN:
-                    await asyncio.sleep(0)  # thousands of attachments: a turn's worth at a time
-                # A conversation's attachments are ready after its first turn: no task.
-                if not run.ready(attachment, place):
-                    group.create_task(run.prepare(attachment, place))
+            for _ in range(min(len(waiting), plan.config.concurrency)):
+                group.create_task(run.work_through(work))
     except BaseExceptionGroup as failures:
         raise _first_failure(failures, found) from None
     summary = PrepareSummary(
@@ -134,6 +143,28 @@ async def prepare_for(
         seconds=time.perf_counter() - started,
     )
     return summary, placed
+
+
+def _hosts_in_turn(waiting: list[tuple[Any, Place]]) -> list[tuple[Any, Place]]:
+    """``waiting`` reordered to take each host's next attachment in turn (files are one
+    "host"), so that workers held up by one host's limit do not keep the others waiting."""
+    by_host: dict[str | None, list[tuple[Any, Place]]] = {}
+    for item in waiting:
+        by_host.setdefault(_host(item[0]), []).append(item)
+    if len(by_host) == 1:
+        return waiting
+    turns = itertools.zip_longest(*by_host.values())
+    return [item for turn in turns for item in turn if item is not None]
+
+
+def _host(attachment: Any) -> str | None:
+    url: str | None = attachment.url
+    if not url:
+        return None
+    try:
+        return urlsplit(url).netloc
+    except ValueError:  # not a URL: its fetch will say so
+        return None
 
 
 def _own_attachments(prompt: Any) -> list[Any]:
@@ -289,6 +320,11 @@ class _Run:
             return self._pending(attachment, state_of(attachment), place) is None
         except AttachmentError:
             return False
+
+    async def work_through(self, work: Iterator[tuple[Any, Place]]) -> None:
+        """Prepare attachments from ``work``, shared with this call's other workers."""
+        for attachment, place in work:
+            await self.prepare(attachment, place)
 
     async def prepare(self, attachment: Any, place: Place) -> None:
         await your_turn()

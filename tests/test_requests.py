@@ -3,6 +3,7 @@ and a typed error for every hostile URL, redirect, header and body."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import gzip
 import tracemalloc
@@ -95,6 +96,19 @@ async def test_an_unusable_proxy_is_a_typed_error_naming_the_variable(monkeypatc
 # Deadline and slots -----------------------------------------------------------
 
 
+async def test_one_calls_attachments_never_time_out_waiting_for_each_other(file_server):
+    # One slot and 0.2 s of patience, but each fetch takes 0.3 s: the call's second
+    # attachment starts when its first is done, not queued behind it against the clock.
+    urls = [
+        file_server.add(f"/turn{n}.png", PNG, content_type="image/png", latency=0.3)
+        for n in range(2)
+    ]
+    summary = await prepare(
+        *(llm.Attachment(url=url) for url in urls), concurrency=1, fetch_queue_timeout=0.2
+    )
+    assert summary.fetched == 2
+
+
 async def test_the_deadline_starts_with_the_request_not_the_wait_for_a_slot(file_server):
     # One slot: the second fetch waits ~0.4 s for it, then takes ~0.3 s itself.
     first = file_server.add("/first.png", PNG, content_type="image/png", latency=0.4)
@@ -108,13 +122,16 @@ async def test_the_deadline_starts_with_the_request_not_the_wait_for_a_slot(file
 async def test_waiting_too_long_for_a_slot_is_its_own_error_and_asks_no_server(file_server):
     slow = file_server.add("/slow.png", PNG, content_type="image/png", latency=1.0)
     queued = file_server.add("/queued.png", PNG, content_type="image/png")
+    settings = {"concurrency": 1, "fetch_queue_timeout": 0.2}
+    # Another caller on the loop holds its only slot (its request has reached the server).
+    holder = asyncio.create_task(prepare(llm.Attachment(url=slow), **settings))
+    for _ in range(200):
+        if file_server.count("GET", "/slow.png"):
+            break
+        await asyncio.sleep(0.005)
     with pytest.raises(laa.AttachmentQueueTimeout) as caught:
-        await prepare(
-            llm.Attachment(url=slow),
-            llm.Attachment(url=queued),
-            concurrency=1,
-            fetch_queue_timeout=0.2,
-        )
+        await prepare(llm.Attachment(url=queued), **settings)
+    assert (await holder).fetched == 1
     error = caught.value
     assert error.source == queued
     assert "waited 0.2 s for a free fetch slot" in str(error)

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import llm
 
 from . import reads
-from .config import get_config
 from .guard import describe
 from .offload import base64_text
-from .prepare import prepare_one
 from .reads import Method
 from .state import UNSET, peek
+
+if TYPE_CHECKING:
+    from .prepare import One
 
 __all__ = ["AsyncAttachment", "to_async"]
 
@@ -77,7 +80,7 @@ class AsyncAttachment:
         if not (attachment.path or attachment.url):
             sniffed: str | None = attachment.resolve_type()  # type: ignore[no-untyped-call]
             return sniffed  # bytes: puremagic, no I/O
-        state = (await prepare_one(attachment, need_content=False, config=get_config())).state
+        state = (await _prepare(attachment, need_content=False)).state
         return None if state.type is UNSET else state.type
 
     async def content_bytes(self) -> bytes:
@@ -89,9 +92,7 @@ class AsyncAttachment:
         state = peek(attachment)
         content = state.content if state is not None else None
         if content is None:
-            content = (
-                await prepare_one(attachment, need_content=True, config=get_config())
-            ).content
+            content = (await _prepare(attachment, need_content=True)).content
         assert content is not None
         return content
 
@@ -110,7 +111,7 @@ class AsyncAttachment:
         if attachment._id is None and not attachment.content and attachment.path:
             state = peek(attachment)
             if state is None or state.id is None:
-                await prepare_one(attachment, need_content=True, config=get_config())
+                await _prepare(attachment, need_content=True)
         hashed: str = attachment.id()  # type: ignore[no-untyped-call]
         return hashed
 
@@ -121,7 +122,7 @@ class AsyncAttachment:
         URL that a model takes as a URL, ``content_bytes()`` would then still
         need to download.
         """
-        await prepare_one(self._attachment, need_content=content, config=get_config())
+        await _prepare(self._attachment, need_content=content)
         return self._attachment
 
     def __eq__(self, other: object) -> bool:
@@ -133,6 +134,15 @@ class AsyncAttachment:
 
     def __repr__(self) -> str:
         return f"<AsyncAttachment {describe(self._attachment)}>"
+
+
+async def _prepare(attachment: llm.Attachment, *, need_content: bool) -> One:
+    # prepare (and all it imports) loads on first use: llm's plugin loading imports this
+    # module for every llm command.
+    from .config import get_config
+    from .prepare import prepare_one
+
+    return await prepare_one(attachment, need_content=need_content, config=get_config())
 
 
 def _saw(attachment: llm.Attachment, method: Method) -> None:

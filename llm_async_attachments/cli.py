@@ -24,7 +24,7 @@ from .declarations import url_support
 from .errors import AttachmentError, ConfigurationError, redact
 from .prepare import PrepareSummary, prepare_attachments
 
-__all__ = ["async_attachments", "register_commands"]
+__all__ = ["async_attachments"]
 
 _GUARD_MEANING = {
     "raise": "raise inside async model execution, warn elsewhere on an event loop",
@@ -35,12 +35,6 @@ _GUARD_MEANING = {
 # A download quicker than this gets no spinner: it would only flicker.
 _SHOW_AFTER = 0.5
 _TICK = 0.1
-
-
-@llm.hookimpl
-def register_commands(cli: click.Group) -> None:
-    """Add ``llm async-attachments`` to llm's command line."""
-    cli.add_command(async_attachments)
 
 
 @click.group(name="async-attachments")

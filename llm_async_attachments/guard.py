@@ -34,8 +34,7 @@ from typing import Any
 
 import llm
 
-from . import reads, urlcache
-from .config import get_config
+from . import reads
 from .errors import BlockingAttachmentAccessError, redact
 from .state import UNSET, peek
 
@@ -81,13 +80,18 @@ def check(attachment: Any, method: str, *, message: str | None = None) -> None:
     read of a plugin comes from the same line of its code, so a harmless
     local file would hide every later download.
     """
-    mode = get_config(strict=False).guard  # a bad variable must not turn a warning into an error
-    if mode == "off":
-        return
     try:
         asyncio.get_running_loop()
     except RuntimeError:
         return  # no loop on this thread: blocking is harmless here
+    # Imported here, not with the plugin (every llm command loads it, and most never
+    # read an attachment on a loop); strict=False: a bad variable must not turn a
+    # warning into an error.
+    from .config import get_config
+
+    mode = get_config(strict=False).guard
+    if mode == "off":
+        return
     inside = _executing.get()
     if message is None:
         message = _message(attachment, method, mode, inside)
@@ -156,6 +160,9 @@ def _unprepared_read(attachment: Any, read: Callable[[Any], bytes | None]) -> by
     of attachment before: the read succeeds, blocking, from the disk tier if it can,
     else as llm alone would; it is remembered, and prepared from the next turn on."""
     if attachment.url:
+        from . import urlcache  # rarely needed: not imported with the plugin
+        from .config import get_config
+
         kept = urlcache.read_back(attachment.url, get_config(strict=False))
         if kept is not None:
             return kept

@@ -13,14 +13,41 @@ from __future__ import annotations
 from collections.abc import Generator
 from typing import Any
 
+import click
 import llm
 
-from .cli import register_commands  # noqa: F401  (llm finds the hook here)
 from .patch import install
 
 _wrapped: set[type] = set()
 
 install()
+
+
+@llm.hookimpl
+def register_commands(cli: click.Group) -> None:
+    """Add ``llm async-attachments`` to llm's command line."""
+    cli.add_command(_Commands(name="async-attachments", help=_COMMANDS_HELP))
+
+
+_COMMANDS_HELP = "How llm-async-attachments prepares attachments for async models."
+
+
+class _Commands(click.Group):
+    """``llm async-attachments``, its commands loaded only when it runs: llm registers
+    every plugin's commands for every ``llm`` command, and the commands import
+    prepare, the configuration and the errors (tens of milliseconds)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return _commands().list_commands(ctx)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        return _commands().get_command(ctx, cmd_name)
+
+
+def _commands() -> click.Group:
+    from .cli import async_attachments
+
+    return async_attachments
 
 
 @llm.hookimpl(hookwrapper=True)

@@ -125,13 +125,16 @@ async def prepare_for(
         # A conversation's attachments are ready after its first turn: no work.
         if not run.ready(attachment, place):
             waiting.append((attachment, place))
-    # At most as many workers as fetches may run at once, not a task per attachment:
-    # thousands of waiting tasks would outlive young collections, and every full
-    # collection the process then makes would scan them all (100 ms for 5,000).
-    work = iter(_hosts_in_turn(waiting))
+    # At most as many workers as fetches may run at once (for these hosts), not a task
+    # per attachment: thousands of waiting tasks would outlive young collections, and
+    # every full collection the process then makes would scan them all (100 ms for 5,000).
+    ordered, hosts = _hosts_in_turn(waiting)
+    config = plan.config
+    workers = min(len(ordered), config.concurrency, config.host_concurrency * hosts)
+    work = iter(ordered)
     try:
         async with asyncio.TaskGroup() as group:
-            for _ in range(min(len(waiting), plan.config.concurrency)):
+            for _ in range(workers):
                 group.create_task(run.work_through(work))
     except BaseExceptionGroup as failures:
         raise _first_failure(failures, found) from None
@@ -145,16 +148,19 @@ async def prepare_for(
     return summary, placed
 
 
-def _hosts_in_turn(waiting: list[tuple[Any, Place]]) -> list[tuple[Any, Place]]:
+def _hosts_in_turn(
+    waiting: list[tuple[Any, Place]],
+) -> tuple[list[tuple[Any, Place]], int]:
     """``waiting`` reordered to take each host's next attachment in turn (files are one
-    "host"), so that workers held up by one host's limit do not keep the others waiting."""
+    "host"), so that workers held up by one host's limit do not keep the others
+    waiting; and how many hosts there are."""
     by_host: dict[str | None, list[tuple[Any, Place]]] = {}
     for item in waiting:
         by_host.setdefault(_host(item[0]), []).append(item)
-    if len(by_host) == 1:
-        return waiting
+    if len(by_host) <= 1:
+        return waiting, len(by_host)
     turns = itertools.zip_longest(*by_host.values())
-    return [item for turn in turns for item in turn if item is not None]
+    return [item for turn in turns for item in turn if item is not None], len(by_host)
 
 
 def _host(attachment: Any) -> str | None:

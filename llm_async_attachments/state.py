@@ -26,11 +26,13 @@ import threading
 import weakref
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Final, Literal, NamedTuple
 
-from .config import Config
 from .errors import AttachmentError, AttachmentsTotalTooLarge
-from .memory import Blob
+
+if TYPE_CHECKING:
+    from .config import Config
+    from .memory import Blob
 
 __all__ = [
     "UNSET",

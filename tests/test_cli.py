@@ -19,7 +19,8 @@ from llm.cli import cli as llm_cli
 from llm.plugins import pm
 
 import llm_async_attachments as laa
-from llm_async_attachments.cli import _prepare, register_commands
+from llm_async_attachments.cli import _prepare
+from llm_async_attachments.plugin import register_commands
 from llm_async_attachments.testing import samples
 
 ROOT = Path(__file__).resolve().parent.parent

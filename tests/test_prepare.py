@@ -19,6 +19,7 @@ from llm_async_attachments.http import pool
 from llm_async_attachments.state import peek
 from llm_async_attachments.testing import samples
 from tests.support import LLM_HAS_MESSAGES, eventually
+from tests.support.hostile_server import HostileFileServer
 from tests.support.models import Carrier
 
 MiB = 1024 * 1024
@@ -240,3 +241,28 @@ async def test_small_content_is_not_encoded_ahead(urls, echo):
     await laa.prepare_attachments(llm.Prompt("x", echo, attachments=[attachment]))
     assert peek(attachment).base64 is None
     assert attachment.base64_content() == base64.b64encode(samples.png()).decode()
+
+
+async def test_each_hosts_attachments_take_turns_so_one_slow_host_keeps_none_waiting(
+    file_server,
+):
+    # One fetch per host at a time, two in all: the other host's attachment, last in the
+    # prompt, goes with the slow host's first, not after all four of them.
+    slow = [
+        file_server.add(f"/slow{n}.png", samples.png(), content_type="image/png", latency=0.2)
+        for n in range(4)
+    ]
+    with HostileFileServer() as other:
+        quick = other.add("/quick.png", samples.png(), content_type="image/png")
+        attachments = [llm.Attachment(url=url) for url in [*slow, quick]]
+        config = dataclasses.replace(laa.get_config(), concurrency=2, host_concurrency=1)
+        prompt = llm.Prompt("x", Carrier(), attachments=attachments)
+        preparing = asyncio.create_task(laa.prepare_attachments(prompt, config=config))
+        for _ in range(400):
+            if other.count("GET") or preparing.done():
+                break
+            await asyncio.sleep(0.005)
+        slow_requests_before_quick = file_server.count("GET")
+        summary = await preparing
+    assert summary.fetched == 5
+    assert slow_requests_before_quick == 1

@@ -96,7 +96,9 @@ async def test_an_unusable_proxy_is_a_typed_error_naming_the_variable(monkeypatc
 # Deadline and slots -----------------------------------------------------------
 
 
-async def test_one_calls_attachments_never_time_out_waiting_for_each_other(file_server):
+async def test_a_calls_attachments_wait_for_its_workers_not_against_the_queue_timeout(
+    file_server,
+):
     # One slot and 0.2 s of patience, but each fetch takes 0.3 s: the call's second
     # attachment starts when its first is done, not queued behind it against the clock.
     urls = [

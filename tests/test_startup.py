@@ -55,6 +55,22 @@ def test_loading_llms_plugins_imports_neither_the_http_layer_nor_the_hook():
     assert loaded == {"patched": True, "imported": []}
 
 
+def test_llms_commands_import_neither_prepare_nor_the_configuration():
+    # Every llm command loads the plugin (and registers its commands); what they need
+    # loads when an attachment is first prepared or read on a loop, or the command runs.
+    later = ["prepare", "config", "urlcache", "memory", "disk", "cli"]
+    loaded = run(
+        f"""
+        import json, sys
+        import llm.cli
+        llm.load_plugins()
+        print(json.dumps([name for name in {later!r}
+                          if "llm_async_attachments." + name in sys.modules]))
+        """
+    )
+    assert loaded == []
+
+
 def test_models_are_wrapped_without_the_http_layer():
     loaded = run(
         f"""

@@ -1,6 +1,6 @@
 """make bench: every benchmark side by side, then docs/benchmarks.md and its plots.
 
-    .venv/bin/python -m benchmarks            # about five minutes on 2 cores
+    .venv/bin/python -m benchmarks            # about 20 minutes on 2 cores
 
 Each section runs its benchmark module (they also run alone, see their
 docstrings), keeps the table it prints, and the report adds the machine, the

@@ -81,10 +81,11 @@ def to_thread_each(urls: list[str]) -> Work:
 
 
 def this_package(urls: list[str]) -> Work:
-    model = llm.get_async_model("echo")  # llm's registry lookup: not the package's
+    # The caller's prompt, made before the clock starts, as the floors' URLs are.
+    model = llm.get_async_model("echo")
+    prompt = llm.Prompt("x", model, attachments=[llm.Attachment(url=u) for u in urls])
 
     async def run() -> None:
-        prompt = llm.Prompt("x", model, attachments=[llm.Attachment(url=u) for u in urls])
         await laa.prepare_attachments(prompt)  # default settings
 
     return run

@@ -176,15 +176,27 @@ def _same_basis(kept: tuple[object, ...], now: tuple[object, ...]) -> bool:
     return len(kept) == len(now) and kept[:3] == now[:3] and kept[3] is now[3]
 
 
-_table: dict[int, tuple[weakref.ref[Any], Prepared]] = {}
+class _Ref(weakref.ref):  # type: ignore[type-arg]
+    """A weak reference to an attachment that knows its key in the table: one object an
+    attachment, where a callback closing over the key would add two more for the
+    garbage collector to scan in every full collection."""
+
+    __slots__ = ("key",)
+
+    def __init__(self, attachment: object, callback: Callable[[_Ref], None]) -> None:
+        super().__init__(attachment, callback)  # type: ignore[call-arg]
+        self.key = id(attachment)
+
+
+_table: dict[int, tuple[_Ref, Prepared]] = {}
 _table_lock = threading.Lock()
 
 
-def _forget(key: int, ref: weakref.ref[Any]) -> None:
+def _forget(ref: _Ref) -> None:
     """Weakref callback: the attachment is gone, and so is its state."""
-    entry = _table.get(key)
+    entry = _table.get(ref.key)
     if entry is not None and entry[0] is ref:
-        _table.pop(key, None)
+        _table.pop(ref.key, None)
 
 
 def _current(attachment: object) -> Prepared | None:
@@ -218,8 +230,7 @@ def state_of(attachment: object) -> Prepared:
         state = _current(attachment)  # another thread may have made it meanwhile
         if state is None:
             state = Prepared(_basis=_basis_of(attachment))
-            ref = weakref.ref(attachment, lambda ref: _forget(key, ref))
-            _table[key] = (ref, state)
+            _table[key] = (_Ref(attachment, _forget), state)
     return state
 
 

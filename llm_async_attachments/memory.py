@@ -131,11 +131,11 @@ class _Store:
     def _gone(self, ref: _Ref) -> None:
         """A blob was collected, its data with it (it was still counted if listed)."""
         with self.lock:
-            if self._blobs.get(ref.key) is ref:
-                del self._blobs[ref.key]
-                self.held -= ref.size
-            elif self._passing.get(ref.key) is ref:
-                del self._passing[ref.key]
+            for listed in (self._blobs, self._passing):
+                if listed.get(ref.key) is ref:
+                    del listed[ref.key]
+                    self.held -= ref.size
+                    return
 
     def touch(self, blob: Blob) -> None:
         with self.lock:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 import pytest
 
 from llm_async_attachments import memory
@@ -54,3 +56,13 @@ def test_hold_refuses_content_that_left():
     memory.Lease(0).release()  # a budget of 0: everything unleased leaves
     assert blob.data is None
     assert not memory.hold(blob, memory.Lease(1 << 30))
+
+
+def test_content_whose_holders_are_all_gone_is_no_longer_counted():
+    before = memory.statistics().held
+    lease = memory.Lease(1 << 30)
+    _admit(KiB, 1 << 30)  # kept, held by nobody
+    _admit(2 * KiB, 1 << 30, lease, keep=False)  # no-store, in a lease never released
+    del lease
+    gc.collect()
+    assert memory.statistics().held == before

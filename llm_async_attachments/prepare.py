@@ -9,7 +9,6 @@ import time
 from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, NamedTuple
-from urllib.parse import urlsplit
 
 from . import mime, urlcache
 from .budget import Budget, human
@@ -18,6 +17,7 @@ from .declarations import url_support
 from .errors import AttachmentError, AttachmentTooLarge, redact
 from .files import read_path
 from .history import collect
+from .hosts import host_of
 from .memory import Blob, Lease, admit, hold
 from .offload import ON_LOOP_LIMIT, base64_text
 from .pacing import PER_TURN, your_turn
@@ -151,26 +151,17 @@ async def prepare_for(
 def _hosts_in_turn(
     waiting: list[tuple[Any, Place]],
 ) -> tuple[list[tuple[Any, Place]], int]:
-    """``waiting`` reordered to take each host's next attachment in turn (files are one
-    "host"), so that workers held up by one host's limit do not keep the others
-    waiting; and how many hosts there are."""
+    """``waiting`` reordered to take each host's next attachment in turn (hosts as the
+    pool's per-host slots count them; files are one "host"), so that workers held up
+    by one host's limit do not keep the others waiting; and how many hosts there are."""
     by_host: dict[str | None, list[tuple[Any, Place]]] = {}
     for item in waiting:
-        by_host.setdefault(_host(item[0]), []).append(item)
+        url: str | None = item[0].url
+        by_host.setdefault(host_of(url) if url else None, []).append(item)
     if len(by_host) <= 1:
         return waiting, len(by_host)
     turns = itertools.zip_longest(*by_host.values())
     return [item for turn in turns for item in turn if item is not None], len(by_host)
-
-
-def _host(attachment: Any) -> str | None:
-    url: str | None = attachment.url
-    if not url:
-        return None
-    try:
-        return urlsplit(url).netloc
-    except ValueError:  # not a URL: its fetch will say so
-        return None
 
 
 def _own_attachments(prompt: Any) -> list[Any]:

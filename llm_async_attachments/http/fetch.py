@@ -10,7 +10,6 @@ place where httpx's and the transport's exceptions become ours.
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import Callable, Coroutine, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from ..errors import (
     UnsupportedAttachmentURL,
     redact,
 )
+from ..hosts import host_of
 from ..policy import AddressRefused
 from .body import Body
 from .cancellation import CancelGate
@@ -40,7 +40,6 @@ from .urls import parse
 __all__ = ["Fetched", "fetch_content", "fetch_type"]
 
 HEAD_REFUSED = frozenset({403, 405, 501})
-_AUTHORITY_END = re.compile(r"[/?#]")
 _SNIFF_LIMIT = 1024 * 1024  # a ranged GET for sniffing never reads more than this
 # Never kept in Fetched.request_headers: credentials stay in the request that sent them.
 _CREDENTIALS = frozenset({"authorization", "proxy-authorization", "cookie"})
@@ -109,7 +108,7 @@ async def _fetch(
     # after a few microseconds each, rather than parsing every URL on the loop
     # in one go before the first of them can start.
     try:
-        async with pool.slot(_host_of(url), config.fetch_queue_timeout) as shard:
+        async with pool.slot(host_of(url), config.fetch_queue_timeout) as shard:
             target = parse(url, source)
             with _as_attachment_errors(source, config):
                 async with asyncio.timeout(config.deadline) as deadline:
@@ -120,12 +119,6 @@ async def _fetch(
                     return await gate.run(work(exchange))
     except NoSlot:
         raise _queue_timeout(source, config) from None
-
-
-def _host_of(url: str) -> str:
-    """The host part of ``url`` as written, cheaply: what per-host slots count by."""
-    authority = _AUTHORITY_END.split(url.partition("://")[2], maxsplit=1)[0]
-    return authority.rpartition("@")[2].lower()
 
 
 def _queue_timeout(source: str, config: Config) -> AttachmentQueueTimeout:

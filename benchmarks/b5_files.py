@@ -52,7 +52,8 @@ from typing import Any, NamedTuple
 import llm
 
 import llm_async_attachments as laa
-from llm_async_attachments import files, mime
+from llm_async_attachments import mime
+from llm_async_attachments.core import files
 from llm_async_attachments.testing import samples
 from tests.support.stall import measure
 

@@ -73,8 +73,8 @@ def child(turns: int, count: int, interleaved: bool) -> None:
     echo = llm.get_async_model("echo")
     models = {"here": echo}
     preparing: list[float] = []
-    if "llm_async_attachments.hook" in sys.modules:
-        hook: Any = sys.modules["llm_async_attachments.hook"]
+    if "llm_async_attachments.integration.hook" in sys.modules:
+        hook: Any = sys.modules["llm_async_attachments.integration.hook"]
         prepare = hook.prepare_for
 
         async def timed(*args: Any, **kwargs: Any) -> Any:

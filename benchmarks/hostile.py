@@ -48,7 +48,7 @@ def main() -> None:
         "Every way an attachment URL, server or file can misbehave that this project tests,",
         "with what it raises, how long it takes to fail, and the peak memory allocated",
         "meanwhile. Limits for the run: 1 MiB per attachment, 1 s idle timeout, 3 s deadline,",
-        "no retries unless the scenario says so. `tests/test_hostile.py` asserts each row",
+        "no retries unless the scenario says so. `tests/http/test_hostile.py` asserts each row",
         "(typed error and message, memory under the cap plus 3 MiB, no connection or file",
         "left open, no task or thread leaked); `python -m benchmarks.hostile` regenerates",
         "this page.",

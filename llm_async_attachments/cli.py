@@ -18,11 +18,13 @@ from typing import Any, TextIO
 import click
 import llm
 
-from .budget import human
+from .caps import human
 from .config import Config, environment_problems, get_config, variable
-from .declarations import url_support
+from .core.prepare import PrepareSummary
 from .errors import AttachmentError, ConfigurationError, redact
-from .prepare import PrepareSummary, prepare_attachments
+from .integration.install import standing_down
+from .integration.prepare import prepare_attachments
+from .integration.url_support import url_support
 
 __all__ = ["async_attachments"]
 
@@ -57,6 +59,10 @@ def status() -> None:
     An invalid LLM_ASYNC_ATTACHMENTS_* variable is shown as such, and makes
     the command exit with status 1 after the report.
     """
+    reason = standing_down()
+    if reason is not None:
+        click.echo(f"Standing down: llm differs from what this package relies on ({reason}).")
+        click.echo("llm works as if llm-async-attachments were not installed.\n")
     config = get_config(strict=False)
     problems = {problem.setting: problem for problem in environment_problems()}
     header = ("model", "kind", "prepares", "AsyncAttachment", "URLs as URLs")
@@ -156,13 +162,13 @@ def _with_notes(error: BaseException) -> str:
 
 
 def _model_row(model: Any, config: Config) -> tuple[str, str, str, str, str]:
-    from .hook import _MARK  # loaded with the models; llm --version need not load it
+    from .integration.hook import prepares_attachments  # loaded with the models
 
     takes_attachments = bool(getattr(model, "attachment_types", None))
     return (
         model.model_id,
         _kind(model),
-        _yes_no(getattr(model.execute, _MARK, False)),
+        _yes_no(prepares_attachments(model)),
         _yes_no(getattr(model, "supports_async_attachments", False)),
         _url_types(url_support(model, config)) if takes_attachments else "",
     )

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Literal, get_args
 
-from .budget import human
+from .caps import human
 from .errors import ConfigurationError, ConfigurationWarning
 
 __all__ = [
@@ -371,11 +371,12 @@ class Config:
         ),
     )
     bridge: bool = field(
-        default=True,
+        default=False,
         metadata=_setting(
             FLAG,
             "Give every sync-only model an async form that runs it on worker "
-            "threads (see the bridge docs); off leaves sync-only models sync-only.",
+            "threads (see the bridge docs). Off by default: installing the package "
+            "changes no model llm lists or returns; `bridge_model()` works either way.",
         ),
     )
     bridge_workers: int = field(

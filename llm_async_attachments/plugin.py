@@ -1,5 +1,6 @@
-"""The llm plugin: sync-only models get an async form, and every async model prepares
-its attachments before it runs. Also the ``llm async-attachments`` commands.
+"""The llm plugin: every async model prepares its attachments before it runs, and, with
+the bridge turned on, sync-only models get an async form. Also the
+``llm async-attachments`` commands.
 
 llm imports this module when it loads its plugins, for every ``llm`` command
 (``llm --version`` too); that is when the guard goes on ``llm.Attachment``
@@ -16,7 +17,7 @@ from typing import Any
 import click
 import llm
 
-from .patch import install
+from .integration.install import install, standing_down
 
 _wrapped: set[type] = set()
 
@@ -52,7 +53,8 @@ def _commands() -> click.Group:
 
 @llm.hookimpl(hookwrapper=True)
 def register_models(register: Any, model_aliases: list[Any]) -> Generator[None, Any, None]:
-    """Bridge sync-only models, then wrap the classes of every async model.
+    """Bridge sync-only models (if the bridge is on), then wrap the classes of every
+    async model.
 
     As a hook wrapper it runs after all other ``register_models`` hooks, so it
     sees every model and every async form they registered (those of
@@ -62,9 +64,11 @@ def register_models(register: Any, model_aliases: list[Any]) -> Generator[None, 
     bridge instance per sync-only model and one set lookup per model.
     """
     yield
-    from .bridge import add_async_forms
+    if standing_down() is not None:
+        return  # llm changed under us: it works as if we were not installed
     from .config import get_config
-    from .hook import prepare_before_execute
+    from .integration.bridge import add_async_forms
+    from .integration.hook import prepare_before_execute
 
     # Sync llm loads plugins too (``llm models``, ``llm.get_model()``): an invalid
     # environment variable must not break it, so never raise here.

@@ -100,14 +100,15 @@ def strict_guard() -> Iterator[None]:
     """
     import dataclasses
 
-    from . import configure, get_config, install, reads
+    from . import configure, get_config, install
+    from .integration import learned_reads
 
     install()
     before = get_config()
     configure(dataclasses.replace(before, guard="strict"))
-    reads.forget()
+    learned_reads.forget()
     yield
-    reads.forget()
+    learned_reads.forget()
     configure(before)
 
 

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import settings
 
 import llm_async_attachments as laa
-from llm_async_attachments import reads
+from llm_async_attachments.integration import learned_reads as reads
 from tests.support.hostile_server import HostileFileServer
 from tests.support.openai_server import OpenAIServer
 from tests.support.scenario import warm_up
@@ -75,7 +75,7 @@ def _unregister_llm_openai_plugin() -> None:
     every plugin's register_models() on each llm.get_async_model() call: 100-200 ms
     each, growing, measured with llm 0.36 and llm-openai-plugin 0.7. That is the
     plugin's cost, not attachment I/O, yet it would fail every test that looks a
-    model up on a loop. tests/test_declarations.py instantiates its classes instead.
+    model up on a loop. tests/integration/test_url_support.py instantiates its classes instead.
     """
     from llm.plugins import load_plugins, pm
 

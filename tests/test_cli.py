@@ -154,6 +154,8 @@ def test_status_shows_llm_openai_models_take_image_urls(run):
 
 
 def test_status_shows_sync_only_models_as_bridged_by_this_package(run, models):
+    laa.configure(laa.Config(guard="strict", bridge=True))  # the bridge is opt-in
+
     result = run("status")
 
     assert row(result.output, "cli-sync-only")[1:] == [

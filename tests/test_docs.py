@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import llm_async_attachments as laa
-from llm_async_attachments.budget import human
+from llm_async_attachments.caps import human
 from llm_async_attachments.testing import samples
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"

@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from llm_async_attachments import mime
+from llm_async_attachments.core.plan import UrlPolicy
 from llm_async_attachments.mime import (
     FALLBACK_SNIFF_BYTES,
     FOOT_BYTES,
@@ -18,7 +19,6 @@ from llm_async_attachments.mime import (
     sniff_ends,
     usable,
 )
-from llm_async_attachments.prepare import UrlPolicy
 from llm_async_attachments.testing import samples
 
 

@@ -7,9 +7,9 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from llm_async_attachments import AttachmentsTotalTooLarge, AttachmentTooLarge, Config
-from llm_async_attachments.budget import Budget, human
+from llm_async_attachments.caps import Budget, human
+from llm_async_attachments.core.plan import UrlPolicy
 from llm_async_attachments.mime import matches, normalise
-from llm_async_attachments.prepare import UrlPolicy
 
 TOKEN = st.text("abcdefghijklmnopqrstuvwxyz0123456789+-.", min_size=1, max_size=20)
 MIME = st.builds(lambda a, b: f"{a}/{b}", TOKEN, TOKEN)

@@ -36,7 +36,11 @@ def run(code: str) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-OURS = ["llm_async_attachments.http", "llm_async_attachments.bridge", "llm_async_attachments.hook"]
+OURS = [
+    "llm_async_attachments.http",
+    "llm_async_attachments.integration.bridge",
+    "llm_async_attachments.integration.hook",
+]
 
 
 def test_loading_llms_plugins_imports_neither_the_http_layer_nor_the_hook():
@@ -58,7 +62,14 @@ def test_loading_llms_plugins_imports_neither_the_http_layer_nor_the_hook():
 def test_llms_commands_import_neither_prepare_nor_the_configuration():
     # Every llm command loads the plugin (and registers its commands); what they need
     # loads when an attachment is first prepared or read on a loop, or the command runs.
-    later = ["prepare", "config", "urlcache", "memory", "disk", "cli"]
+    later = [
+        "core.prepare",
+        "config",
+        "store.shared_responses",
+        "store.memory",
+        "store.disk_tier",
+        "cli",
+    ]
     loaded = run(
         f"""
         import json, sys
@@ -85,7 +96,10 @@ def test_models_are_wrapped_without_the_http_layer():
     )
     assert loaded == {
         "wrapped": True,
-        "imported": ["llm_async_attachments.bridge", "llm_async_attachments.hook"],
+        "imported": [
+            "llm_async_attachments.integration.bridge",
+            "llm_async_attachments.integration.hook",
+        ],
     }
 
 

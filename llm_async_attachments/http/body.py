@@ -7,7 +7,7 @@ from collections.abc import AsyncIterable, AsyncIterator
 
 import httpx
 
-from ..budget import Meter
+from ..caps import Meter
 from .decoding import Decoder
 
 __all__ = ["Body"]

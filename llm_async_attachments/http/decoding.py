@@ -13,7 +13,7 @@ import re
 import zlib
 from collections.abc import Callable, Generator, Iterator
 
-from ..budget import _PER_ITEM_FIX, human
+from ..caps import _PER_ITEM_FIX, human
 from ..errors import AttachmentFetchError, AttachmentTooLarge
 
 __all__ = ["MAX_PIECE", "Decoder"]

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 
 from .. import mime
-from ..budget import Budget, Meter
+from ..caps import Budget, Meter
 from ..config import Config
 from ..errors import (
     AttachmentAddressRefused,
@@ -29,8 +29,8 @@ from ..errors import (
     UnsupportedAttachmentURL,
     redact,
 )
-from ..hosts import host_of
-from ..policy import AddressRefused
+from ..url_text import host_of
+from .address_policy import AddressRefused
 from .body import Body
 from .cancellation import CancelGate
 from .exchange import Exchange

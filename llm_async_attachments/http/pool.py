@@ -26,7 +26,7 @@ import httpx
 
 from ..config import Config
 from ..loops import PerLoop
-from ..policy import AddressPolicy, PolicyBackend
+from .address_policy import AddressPolicy, PolicyBackend
 
 __all__ = [
     "NoSlot",
@@ -310,7 +310,7 @@ _ssl_lock = threading.Lock()
 
 # httpx imports these on its first connection, on the event loop (~40 ms).
 # Imported with this module instead: on the worker thread that imports the HTTP
-# layer for the first fetch (see urlcache._http), where the loop goes on meanwhile.
+# layer for the first fetch (see store.shared_responses._http), where the loop goes on meanwhile.
 for _module in ("h11", "anyio._backends._asyncio", "httpcore._backends.anyio"):
     with contextlib.suppress(ImportError):
         importlib.import_module(_module)

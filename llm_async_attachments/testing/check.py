@@ -25,7 +25,7 @@ except ModuleNotFoundError as missing:
     ) from missing
 
 from ..config import configure, get_config
-from ..hook import prepare_before_execute
+from ..integration.hook import prepare_before_execute
 from . import samples
 from .server import FileServer
 

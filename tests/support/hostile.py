@@ -2,7 +2,7 @@
 
 Each :class:`Scenario` names an attachment, the config it runs under and what
 must come of it: a typed error whose message contains a phrase, or success.
-``tests/test_hostile.py`` asserts them; ``benchmarks/hostile.py`` measures
+``tests/http/test_hostile.py`` asserts them; ``benchmarks/hostile.py`` measures
 them for ``docs/hostile-inputs.md``. All traffic stays on loopback.
 """
 
@@ -24,7 +24,7 @@ from typing import Any
 import llm
 
 import llm_async_attachments as laa
-from llm_async_attachments import policy
+from llm_async_attachments.http import address_policy as policy
 from llm_async_attachments.testing import samples
 from tests.support.hostile_server import HostileFileServer
 from tests.support.models import Carrier

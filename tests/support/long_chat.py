@@ -94,7 +94,7 @@ def main() -> None:
 
             model = laa.prepare_before_execute(model)
     if args.alone:
-        assert "llm_async_attachments.hook" not in __import__("sys").modules
+        assert "llm_async_attachments.integration.hook" not in __import__("sys").modules
     with FileServer() as server:
         print(json.dumps(asyncio.run(chat(model, server, args.turns, parse_size(args.size)))))
 

@@ -9,14 +9,15 @@ NEWEST_PYTHON ?= $(PYTHON313)
 VENV := .venv
 BIN := $(VENV)/bin
 # The oldest release of every dependency pyproject.toml allows (.ci/lower_bounds.py),
-# plus the newest llm-echo that runs on llm 0.30.
+# plus the newest llm-echo that runs on llm 0.30, and encode's httpx, which llm 0.30
+# imports without declaring it (its openai 1.x/2.x brought it; openai 3 is on httpx2).
 OLDEST_VENV := .venv-oldest
-OLDEST_EXTRA := llm-echo==0.4
+OLDEST_EXTRA := llm-echo==0.4 httpx
 NEWEST_VENV := .venv-newest
 # Prints the Python and the versions a suite runs on, first thing in its log.
-VERSIONS := -c "import importlib.metadata as m, platform; print('Python', platform.python_version(), *(f'{d}=={m.version(d)}' for d in ('llm', 'httpx', 'httpcore', 'puremagic', 'hishel')))"
+VERSIONS := -c "import importlib.metadata as m, platform; print('Python', platform.python_version(), *(f'{d}=={m.version(d)}' for d in ('llm', 'httpx2', 'httpcore2', 'puremagic', 'hishel')))"
 
-.PHONY: demo test test-oldest test-py312 test-py313 test-newest lint clean docs bench dist check-dist
+.PHONY: demo test test-oldest test-py312 test-py313 test-newest lint clean docs bench dist check-dist test-peers
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -71,6 +72,13 @@ test-newest:
 	$(NEWEST_VENV)/bin/pip install --quiet --upgrade --upgrade-strategy eager -e '.[test,datasette]'
 	$(NEWEST_VENV)/bin/python $(VERSIONS)
 	$(NEWEST_VENV)/bin/pytest -m "not pypi"
+
+# Other llm plugins' own test suites, from their sdists on PyPI (pinned in .ci/peers.py
+# and .ci/peers/pins.json), run offline without and with this package, compared per
+# test: none may fail only because we are installed. Virtualenvs in .venv-peers/;
+# docs/peers.md says which plugins and why.
+test-peers:
+	$(PYTHON) .ci/peers.py
 
 # The site goes to site/ (git-ignored); --strict turns every warning, such as a broken
 # link or an unresolved API cross-reference, into a failure.

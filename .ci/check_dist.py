@@ -3,7 +3,10 @@
 Run by ``make check-dist`` after ``make dist``: the archives hold what they must (and
 no tests), then the wheel goes into a fresh virtualenv with no extras, where
 ``llm plugins`` must list the plugin and ``llm async-attachments status`` must work;
-then the install line the README gives (``llm install dist/...whl``) is run too.
+then the install line the README gives (``llm install dist/...whl``) is run too. Last,
+installing never downgrades: into an environment that already has llm 0.36, encode's
+httpx 0.29 and llm-gemini (a plugin that pulls in the newest HTTP stack), the wheel goes
+in and pip changes no installed distribution, only adds.
 Usage: python .ci/check_dist.py [DIST_DIR]
 """
 
@@ -114,6 +117,33 @@ def check_install(wheel: Path) -> None:
         check_plugins(run([str(bin_dir / "llm"), "plugins"], where, env))
 
 
+# An llm environment as a user of other plugins has it: the newest releases these allow.
+EXISTING = ["llm==0.36", "httpx==0.29.0", "llm-gemini"]
+
+
+def check_no_downgrade(wheel: Path) -> None:
+    with tempfile.TemporaryDirectory(prefix="check-dist-") as scratch:
+        where = Path(scratch)
+        venv.create(where / "venv", with_pip=True)
+        python = str(where / "venv" / "bin" / "python")
+        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+        run([python, "-m", "pip", "install", "--quiet", *EXISTING], where, env, echo=False)
+        before = installed(python, where, env)
+        run([python, "-m", "pip", "install", "--quiet", str(wheel)], where, env, echo=False)
+        after = installed(python, where, env)
+        changed = {name: (version, after.get(name)) for name, version in before.items()}
+        changed = {name: pair for name, pair in changed.items() if pair[0] != pair[1]}
+        if changed:
+            fail(f"installing the wheel changed installed distributions: {changed}")
+        added = sorted(f"{name}=={after[name]}" for name in after.keys() - before.keys())
+        print(f"installed beside {' '.join(EXISTING)}: changed nothing, added {added}")
+
+
+def installed(python: str, cwd: Path, env: dict[str, str]) -> dict[str, str]:
+    listing = run([python, "-m", "pip", "list", "--format=json"], cwd, env, echo=False)
+    return {entry["name"].lower(): entry["version"] for entry in json.loads(listing)}
+
+
 def check_plugins(output: str) -> None:
     plugins = {plugin["name"]: plugin for plugin in json.loads(output)}
     if NAME not in plugins:
@@ -132,6 +162,7 @@ def main() -> None:
     check_wheel(wheel)
     check_sdist(sdist)
     check_install(wheel)
+    check_no_downgrade(wheel)
     print(f"check-dist: {wheel.name} and {sdist.name} are good")
 
 

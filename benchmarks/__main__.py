@@ -74,7 +74,15 @@ def machine() -> str:
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024**3
     packages = ", ".join(
         f"{name} {version(name)}"
-        for name in ("llm", "httpx", "httpcore", "pyleak", "llm-all-models-async")
+        for name in (
+            "llm",
+            "httpx2",
+            "httpcore2",
+            "httpx",
+            "aiohttp",
+            "pyleak",
+            "llm-all-models-async",
+        )
     )
     return (
         f"{os.cpu_count()} cores ({cpu}), {memory:.0f} GiB, Linux {platform.release()}, "
@@ -103,9 +111,13 @@ def plot_b1(results: dict) -> str:
 def plot_b2(results: dict) -> str:
     figure, axes = plt.subplots(figsize=(8, 3.2), dpi=100)
     ns = sorted(results)
-    names = sorted({name for rows in results.values() for name in rows})
-    for name in names:
-        points = [(n, results[n][name].wall_s) for n in ns if name in results[n]]
+    # A floor's "best" row names its winning setting, which differs between N: one series
+    # per floor, keyed by the name before the setting.
+    series: dict[str, list[tuple[int, float]]] = {}
+    for n in ns:
+        for name, row in results[n].items():
+            series.setdefault(name.split(":")[0], []).append((n, row.wall_s))
+    for name, points in sorted(series.items()):
         axes.plot(*zip(*points, strict=True), marker="o", label=name)
     axes.set_xscale("log")
     axes.set_yscale("log")

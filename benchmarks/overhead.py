@@ -11,7 +11,7 @@
    batches, the least disturbed batch of each; the ratio is the package's
    over llm alone's.
 1. Overhead: one small URL attachment (1 KiB, no latency) prepared 300 times in
-   a row, against 300 bare ``GET``s on a warm pooled ``httpx.AsyncClient``,
+   a row, against 300 bare ``GET``s on a warm pooled ``httpx2.AsyncClient``,
    the same server (in its own process): the median difference is what the
    package adds per attachment (planning, caps, redirect and type handling).
 2. base64 on the loop: a 32 MiB attachment, prepared; the stall a 1 ms ticker
@@ -36,7 +36,7 @@ from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import llm
 
 import llm_async_attachments as laa
@@ -215,7 +215,7 @@ def per_prompt_report(results: dict[str, dict[str, dict[str, float]]]) -> str:
 
 
 async def overhead(urls: list[str]) -> tuple[float, float]:
-    """Median seconds per attachment: this package, and a bare httpx GET."""
+    """Median seconds per attachment: this package, and a bare httpx2 GET."""
     echo = llm.get_async_model("echo")
     ours = []
     for url in urls:
@@ -224,7 +224,7 @@ async def overhead(urls: list[str]) -> tuple[float, float]:
         await laa.prepare_attachments(prompt)
         ours.append(time.perf_counter() - started)
     bare = []
-    async with httpx.AsyncClient() as client:
+    async with httpx2.AsyncClient() as client:
         await client.get(urls[0])
         for url in urls:
             started = time.perf_counter()
@@ -281,7 +281,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         ours, bare = asyncio.run(overhead(urls))
         stalls = asyncio.run(base64_stalls(big))
     print(f"Per attachment (median of {ROUNDS - 10}, 1 KiB, loopback):")
-    print(f"  bare httpx GET            {bare * 1e6:8.0f} us")
+    print(f"  bare httpx2 GET           {bare * 1e6:8.0f} us")
     print(f"  prepare_attachments()     {ours * 1e6:8.0f} us")
     print(f"  the package's overhead    {(ours - bare) * 1e6:8.0f} us\n")
     print(f"base64 of a {BIG >> 20} MiB attachment, largest event-loop stall:")

@@ -302,11 +302,11 @@ class Config:
         ),
     )
     host_concurrency: int = field(
-        default=32,
+        default=64,
         metadata=_setting(
             COUNT,
-            "URL attachments fetched at once from one host, within `concurrency`, as "
-            "browsers limit connections per host.",
+            "URL attachments fetched at once from one host, within `concurrency`; lower it "
+            "for origins you do not run (see the configuration page on politeness).",
         ),
     )
     timeout: float = field(

@@ -6,7 +6,7 @@ llm imports this module when it loads its plugins, for every ``llm`` command
 (``llm --version`` too); that is when the guard goes on ``llm.Attachment``
 (importing the package itself changes nothing). So it imports only what the
 guard needs: the bridge and the hook load when llm first asks for models,
-and the HTTP layer (httpx and its transports) when a URL is first fetched.
+and the HTTP layer (httpx2 and its transports) when a URL is first fetched.
 """
 
 from __future__ import annotations

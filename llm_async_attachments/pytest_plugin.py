@@ -10,7 +10,7 @@
 
 pytest imports this module in every run wherever the package is installed, so
 it imports nothing but pytest and the standard library (the package's
-``__init__`` is lazy): llm, httpx and pyleak load inside the fixtures, and a
+``__init__`` is lazy): llm, httpx2 and pyleak load inside the fixtures, and a
 missing kit dependency fails the test that uses the fixture, with the extra to
 install (``pip install 'llm-async-attachments[testing]'``), never the run.
 """

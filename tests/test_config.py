@@ -37,7 +37,7 @@ FIELDS = [each.name for each in dataclasses.fields(Config)]
 def test_defaults_are_the_documented_ones():
     config = Config()
     assert (config.max_bytes, config.max_total_bytes) == (32 * MiB, 128 * MiB)
-    assert (config.concurrency, config.host_concurrency) == (64, 32)
+    assert (config.concurrency, config.host_concurrency) == (64, 64)
     assert (config.timeout, config.deadline) == (10.0, 60.0)
     assert config.fetch_queue_timeout == 300.0
     assert config.guard == "raise"

@@ -6,13 +6,13 @@ import asyncio
 import gc
 import warnings
 
-import httpx
 import llm
 import pytest
 
 import llm_async_attachments as laa
 from llm_async_attachments.core import cpu_jobs
 from llm_async_attachments.http import pool
+from llm_async_attachments.http.transport import PoolTransport
 from llm_async_attachments.testing import samples
 from tests.support import eventually
 
@@ -42,12 +42,12 @@ def test_a_thousand_asyncio_runs_leave_no_loop_or_transport_alive(file_server):
     # Over cpu_jobs's on-loop limit: hashed and encoded under a per-loop lock.
     large = file_server.add("/large.bin", bytes(3 * MiB), content_type="image/png")
     loops_before = alive(asyncio.AbstractEventLoop)
-    transports_before = alive(httpx.AsyncHTTPTransport)
+    transports_before = alive(PoolTransport)
     for run in range(1000):
         url = large if run % 50 == 0 else small
         assert len(asyncio.run(prepare(url))) in (len(samples.png()), 3 * MiB)
     assert alive(asyncio.AbstractEventLoop) == loops_before
-    assert alive(httpx.AsyncHTTPTransport) == transports_before
+    assert alive(PoolTransport) == transports_before
     assert pool.loops_with_pools() == 0
     assert cpu_jobs._turns.loops() == 0
     assert eventually(lambda: file_server.open_connections() == 0)

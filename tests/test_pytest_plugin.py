@@ -73,11 +73,11 @@ async def test_the_check_fails_models_that_block_or_leak(check_async_model, mode
 
 
 async def test_server_knobs(attachment_server):
-    import httpx
+    import httpx2
 
     # Plain HTTP on loopback: verify=False spares the constructor loading the CA
     # bundle, which blocks the loop for ~100 ms and tripped pyleak on a busy machine.
-    async with httpx.AsyncClient(verify=False) as client:
+    async with httpx2.AsyncClient(verify=False) as client:
         refused = attachment_server.url("pdf", head_refused=True)
         assert (await client.head(refused)).status_code == 405
         untyped = attachment_server.url("wav", content_type=None)

@@ -1,4 +1,4 @@
-"""The HTTP layer: URL attachments fetched with httpx, capped, typed, cancellation-safe.
+"""The HTTP layer: URL attachments fetched with httpx2, capped, typed, cancellation-safe.
 
 Knows nothing of llm. One module per concept: :mod:`.urls` (which URLs and
 redirect targets are fetched), :mod:`.pool` (connection pools per event

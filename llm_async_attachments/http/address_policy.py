@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import httpcore
+import httpcore2
 
 __all__ = ["AddressPolicy", "AddressRefused", "PolicyBackend"]
 
@@ -201,49 +201,49 @@ async def resolve(host: str, port: int) -> list[str]:
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
-class PolicyBackend(httpcore.AsyncNetworkBackend):
-    """httpcore's network backend, connecting only to addresses the policy allows.
+class PolicyBackend(httpcore2.AsyncNetworkBackend):
+    """httpcore2's network backend, connecting only to addresses the policy allows.
 
-    The TLS handshake and the Host header still use the host name: httpcore
+    The TLS handshake and the Host header still use the host name: httpcore2
     wraps the socket this returns with ``server_hostname=host``.
     """
 
     def __init__(self, policy: AddressPolicy) -> None:
         self._policy = policy
-        self._inner = httpcore.AnyIOBackend()
+        self._inner = httpcore2.AnyIOBackend()
 
     async def connect_tcp(
         self,
         host: str,
         port: int,
-        timeout: float | None = None,  # noqa: ASYNC109 (httpcore's interface)
+        timeout: float | None = None,  # noqa: ASYNC109 (httpcore2's interface)
         local_address: str | None = None,
         socket_options: Any = None,
-    ) -> httpcore.AsyncNetworkStream:
+    ) -> httpcore2.AsyncNetworkStream:
         try:
             addresses = await resolve(host, port)
         except OSError as failure:
-            raise httpcore.ConnectError(f"cannot resolve {host}: {failure}") from failure
+            raise httpcore2.ConnectError(f"cannot resolve {host}: {failure}") from failure
         for address in addresses:
             kind = self._policy.refusal(host, address)
             if kind is not None:
                 raise AddressRefused(host, address, kind)
-        error: Exception = httpcore.ConnectError(f"{host} resolved to no address")
+        error: Exception = httpcore2.ConnectError(f"{host} resolved to no address")
         for address in addresses:
             try:
                 return await self._inner.connect_tcp(
                     address, port, timeout, local_address, socket_options
                 )
-            except (httpcore.ConnectError, httpcore.ConnectTimeout) as failed:
+            except (httpcore2.ConnectError, httpcore2.ConnectTimeout) as failed:
                 error = failed
         raise error
 
     async def connect_unix_socket(
         self,
         path: str,
-        timeout: float | None = None,  # noqa: ASYNC109 (httpcore's interface)
+        timeout: float | None = None,  # noqa: ASYNC109 (httpcore2's interface)
         socket_options: Any = None,
-    ) -> httpcore.AsyncNetworkStream:
+    ) -> httpcore2.AsyncNetworkStream:
         raise AddressRefused(path, path, "a Unix socket")
 
     async def sleep(self, seconds: float) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 from collections.abc import AsyncIterable, AsyncIterator
 
-import httpx
+import httpx2
 
 from ..caps import Meter
 from .decoding import Decoder
@@ -22,7 +22,7 @@ class Body:
     :mod:`.cancellation`). The response is closed by whoever opened it.
     """
 
-    def __init__(self, response: httpx.Response, meter: Meter, source: str) -> None:
+    def __init__(self, response: httpx2.Response, meter: Meter, source: str) -> None:
         # BytesIO, not a list and b"".join: its getvalue() hands over its buffer
         # without a copy, where a join of 32 MiB would hold the loop ~20 ms.
         self._buffer = io.BytesIO()

@@ -1,28 +1,33 @@
-"""Cancellation that httpcore survives: once per fetch, only where it is safe, never in a close.
+"""Cancellation that httpcore2 survives: once per fetch, only where it is safe, never in a close.
 
-httpcore 1.0.9 cleans up after a cancelled request inside
-``AsyncShieldCancellation`` blocks, anyio cancel scopes that asyncio's own
-``Task.cancel()`` goes straight through (encode/httpcore#1093,
-encode/httpx#3782), and has moments where one cancellation leaves a
+httpcore2 (2.17, as httpcore 1.0.9 before it) cleans up after a cancelled
+request inside ``AsyncShieldCancellation`` blocks, anyio cancel scopes that
+asyncio's own ``Task.cancel()`` goes straight through (encode/httpcore#1093,
+pydantic/httpx2#982), and has moments where one cancellation leaves a
 connection that no request owns and nothing will ever free. After
 ``concurrency`` of them, every fetch on the loop waits for a connection
-forever. There are three kinds of moment:
+forever. Measured on httpcore2 2.17, two kinds of moment remain:
 
 * closing a response: the connection is released only if the close runs to
   its end. Every close here runs as a task of its own that nobody cancels
   (:func:`close`).
-* httpcore's clean-up after a first cancellation (``except BaseException``
-  blocks): a second cancellation would cut it. A fetch runs in a task of
-  its own (:meth:`CancelGate.run`) that any number of cancellations of the
-  caller (a user, a ``TaskGroup`` sibling failing, a deadline) reach as one.
-* the first request on a new connection, before httpcore is inside a
-  ``try`` that would release it: just after the pool assigned it (the
-  connection is never connected) and between connecting and sending (it
-  stays NEW). There a cancellation waits, a few microseconds, until
-  httpcore's ``trace`` extension says the request has reached a point that
+* the first request on a new connection, between connecting and sending (the
+  connection stays NEW, before httpcore2 is inside the ``try`` that would
+  release it). There a cancellation waits, a few microseconds, until
+  httpcore2's ``trace`` extension says the request has reached a point that
   cleans up after itself (:meth:`CancelGate.trace`).
 
-This is the one module that knows httpcore's trace events.
+And httpcore2's clean-up after a first cancellation (``except BaseException``
+blocks) is cut by a second: a fetch runs in a task of its own
+(:meth:`CancelGate.run`) that any number of cancellations of the caller (a
+user, a ``TaskGroup`` sibling failing, a deadline) reach as one.
+
+httpcore 1.0 had a third moment, just after the pool assigned a connection
+that was never connected; httpcore2 drops such a connection itself since 2.6
+(pydantic/httpx2#983), so a cancellation there is delivered at once.
+``tests/http/test_cancellation.py`` holds each moment open and cancels in it.
+
+This is the one module that knows httpcore2's trace events.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ __all__ = ["CancelGate", "close"]
 
 T = TypeVar("T")
 
-# httpcore 1.0 trace events: from these on, a cancellation is cleaned up ...
+# httpcore2's trace events: from these on, a cancellation is cleaned up ...
 _SAFE_FROM = frozenset(
     {
         "connection.connect_tcp.started",  # inside the try that marks a failed connect
@@ -53,7 +58,7 @@ class _Closable(Protocol):
 
 
 class CancelGate:
-    """Delivers a caller's cancellation to its fetch once, and only where httpcore survives it."""
+    """Delivers a caller's cancellation to its fetch once, and only where httpcore2 survives it."""
 
     def __init__(self) -> None:
         self._task: asyncio.Future[Any] | None = None
@@ -65,7 +70,7 @@ class CancelGate:
         """Run ``work`` in a task of its own; the caller's cancellations reach it as one.
 
         When the caller is cancelled, ``work`` is cancelled (as soon as it is
-        safe) and waited for, so that its clean-up, and httpcore's, runs to
+        safe) and waited for, so that its clean-up, and httpcore2's, runs to
         the end; then the caller's cancellation goes on, whatever ``work``
         ended with. Otherwise its result or exception passes through.
         """
@@ -78,8 +83,7 @@ class CancelGate:
 
     @contextmanager
     def sending(self) -> Iterator[None]:
-        """Around one transport request: unsafe until httpcore's trace says otherwise."""
-        self._unsafe = True
+        """Around one transport request: safe until httpcore2's trace says it connected."""
         try:
             yield
         finally:
@@ -87,7 +91,7 @@ class CancelGate:
             self._deliver()
 
     async def trace(self, event: str, info: dict[str, Any]) -> None:
-        """httpcore's ``trace`` extension: follows where the request is."""
+        """httpcore2's ``trace`` extension: follows where the request is."""
         if event in _SAFE_FROM or event.endswith(".failed"):
             self._unsafe = False
             self._deliver()

@@ -1,8 +1,8 @@
 """Response bodies decoded in bounded pieces, strictly.
 
-Knows nothing of httpx or llm: the fetch code feeds a :class:`Decoder` the raw
+Knows nothing of httpx2 or llm: the fetch code feeds a :class:`Decoder` the raw
 bytes of one response as they arrive and charges every piece it yields to a
-meter. httpx's own decoders inflate a whole network read at once (64 KiB of a
+meter. httpx2's own decoders inflate a whole network read at once (64 KiB of a
 gzip bomb is 64 MiB before a cap can look), let bytes after a gzip member pile
 up unread, and accept a body cut short; this one does none of that.
 """
@@ -48,7 +48,7 @@ class Decoder:
     endless stream of padding, empty gzip members or trailer-less data gets
     past the cap. Nothing is held beyond the chunk being fed.
 
-    Strict where httpx and llm are lenient, because a damaged attachment sent
+    Strict where httpx2 and llm are lenient, because a damaged attachment sent
     to a model is worse than an error: a truncated stream, a bad checksum, a
     body that is not what its ``Content-Encoding`` says, and data after the
     end of the compressed stream all raise :class:`AttachmentFetchError`.

@@ -2,7 +2,7 @@
 
 Each response is owned from the moment the transport returns it until it is
 closed, and closed on every path by :func:`~.cancellation.close`, never by
-httpx behind our back (``Response.aiter_raw()`` would close it at the end of
+httpx2 behind our back (``Response.aiter_raw()`` would close it at the end of
 the body, in a task a cancellation can cut).
 """
 
@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from types import MappingProxyType
 
-import httpx
+import httpx2
 
 from ..errors import TooManyRedirects
 from .cancellation import CancelGate, close
@@ -40,7 +40,7 @@ class Exchange:
 
     def __init__(
         self,
-        url: httpx.URL,
+        url: httpx2.URL,
         source: str,
         pool: Pool,
         shard: Shard,
@@ -56,14 +56,14 @@ class Exchange:
         self._gate = gate
         self._retries = retries
         self._deadline = deadline
-        # Credentials in the URL go as Basic auth, as httpx (and so llm) sends
+        # Credentials in the URL go as Basic auth, as httpx2 (and so llm) sends
         # them, and only to the URL's own origin, never to a redirect's.
         self._auth = _basic_auth(url)
 
     @asynccontextmanager
     async def send(
         self, method: str, headers: Mapping[str, str] | None = None
-    ) -> AsyncIterator[httpx.Response]:
+    ) -> AsyncIterator[httpx2.Response]:
         """The final response after at most three redirects, its body not read yet.
 
         ``headers`` go with every request, redirects included, over our defaults;
@@ -102,8 +102,8 @@ class Exchange:
             await close(response)
 
     async def _send_with_retries(
-        self, method: str, url: httpx.URL, headers: Mapping[str, str] | None
-    ) -> httpx.Response:
+        self, method: str, url: httpx2.URL, headers: Mapping[str, str] | None
+    ) -> httpx2.Response:
         """Send one idempotent request, again after transient failures.
 
         Connection failures and 502/503/504 are retried up to ``retries``
@@ -118,7 +118,7 @@ class Exchange:
                     request = self._request(method, url, headers)
                     response = await self._pool.send(request, self._shard)
                     response.request = request  # what was sent, for Fetched.request_headers
-            except httpx.TransportError as error:
+            except httpx2.TransportError as error:
                 delay = backoff(attempt)
                 if last or not is_transient(error) or not self._room_for(delay):
                     raise
@@ -138,21 +138,21 @@ class Exchange:
         return delay < self._deadline - asyncio.get_running_loop().time()
 
     def _request(
-        self, method: str, url: httpx.URL, headers: Mapping[str, str] | None
-    ) -> httpx.Request:
-        request = httpx.Request(method, url, headers={**REQUEST_HEADERS, **(headers or {})})
+        self, method: str, url: httpx2.URL, headers: Mapping[str, str] | None
+    ) -> httpx2.Request:
+        request = httpx2.Request(method, url, headers={**REQUEST_HEADERS, **(headers or {})})
         request.extensions["trace"] = self._gate.trace
         if self._auth and _same_origin(url, self.url):
             request.headers["Authorization"] = self._auth
         return request
 
 
-def _basic_auth(url: httpx.URL) -> str | None:
+def _basic_auth(url: httpx2.URL) -> str | None:
     if not (url.username or url.password):
         return None
     pair = f"{url.username}:{url.password}".encode()
     return "Basic " + base64.b64encode(pair).decode("ascii")
 
 
-def _same_origin(one: httpx.URL, other: httpx.URL) -> bool:
+def _same_origin(one: httpx2.URL, other: httpx2.URL) -> bool:
     return (one.scheme, one.host, one.port) == (other.scheme, other.host, other.port)

@@ -4,7 +4,7 @@ A fetch waits for a slot of its loop's pool (``Config.fetch_queue_timeout``),
 then runs within ``Config.deadline`` in a task of its own
 (:meth:`~.cancellation.CancelGate.run`). Every failure leaves here as an
 :class:`~..errors.AttachmentError` naming the attachment: this is the one
-place where httpx's and the transport's exceptions become ours.
+place where httpx2's and the transport's exceptions become ours.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
+import httpx2
 
 from .. import mime
 from ..caps import Budget, Meter
@@ -142,7 +142,7 @@ async def _type_of(exchange: Exchange) -> Fetched:
                 declared = mime.normalise(response.headers.get("content-type"))
                 if mime.usable(declared):
                     return _result(exchange, declared, None, response)
-    except httpx.ReadTimeout:
+    except httpx2.ReadTimeout:
         pass  # the server took the HEAD but never answered it; a GET may still work
     range_header = {"Range": f"bytes=0-{mime.SNIFF_BYTES - 1}"}
     async with exchange.send("GET", range_header) as response:
@@ -190,7 +190,7 @@ def _result(
     exchange: Exchange,
     content_type: str | None,
     content: bytes | None,
-    response: httpx.Response,
+    response: httpx2.Response,
 ) -> Fetched:
     sent = response.request.headers.multi_items()
     return Fetched(
@@ -203,7 +203,7 @@ def _result(
     )
 
 
-def _check_status(response: httpx.Response, source: str) -> None:
+def _check_status(response: httpx2.Response, source: str) -> None:
     if response.is_success:
         return
     code = response.status_code
@@ -223,7 +223,7 @@ def _check_status(response: httpx.Response, source: str) -> None:
     )
 
 
-def _content_length(response: httpx.Response) -> int | None:
+def _content_length(response: httpx2.Response) -> int | None:
     if response.headers.get("content-encoding", "identity").lower() not in ("", "identity"):
         return None  # the length of the compressed body says nothing about the decoded one
     try:
@@ -253,7 +253,7 @@ def _as_attachment_errors(source: str, config: Config) -> Iterator[None]:
             address=refused.address,
             kind=refused.kind,
         ) from None
-    except httpx.TimeoutException as error:
+    except httpx2.TimeoutException as error:
         raise AttachmentTimeout(
             f"Attachment {source} timed out: no progress for {config.timeout:g} s "
             f"({type(error).__name__}). Check that the server is up, or raise "
@@ -268,12 +268,12 @@ def _as_attachment_errors(source: str, config: Config) -> Iterator[None]:
             source=source,
         ) from None
     except UnicodeError as error:
-        # The resolver's IDNA codec refusing a host name httpx let through.
+        # The resolver's IDNA codec refusing a host name httpx2 let through.
         raise UnsupportedAttachmentURL(
             f"Attachment {source} has a host name that cannot be looked up: {error}. Fix the URL.",
             source=source,
         ) from None
-    except httpx.HTTPError as error:
+    except httpx2.HTTPError as error:
         raise AttachmentFetchError(
             f"Attachment {source} could not be downloaded: "
             f"{type(error).__name__}: {str(error) or 'connection lost'}. Check the URL "

@@ -1,11 +1,13 @@
 """Connection pools: one per event loop and per network settings, freed with the loop.
 
-A pool is a set of httpx transports (no ``httpx.AsyncClient``: a client
-would keep a cookie jar shared by every caller, and would follow or parse
+A pool is a set of transports (no ``httpx2.AsyncClient``: a client would
+keep a cookie jar shared by every caller, and would follow or parse
 redirects in ways we must control), the slots that bound its concurrent
-fetches, and the proxies the environment names. This module is the one
-place that touches httpx's and httpcore's internals (tested with httpx
-0.27-0.28 and httpcore 1.0).
+fetches, and the proxies the environment names. Its transports own public
+``httpcore2.AsyncConnectionPool`` objects (``transport.PoolTransport``);
+the one private name read here is the queue of requests of such a pool, for
+:meth:`Pool.statistics` (tests and diagnostics), and a test fails loudly if
+it changes.
 """
 
 from __future__ import annotations
@@ -21,12 +23,13 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-import httpcore
-import httpx
+import httpcore2
+import httpx2
 
 from ..config import Config
 from ..loops import PerLoop
 from .address_policy import AddressPolicy, PolicyBackend
+from .transport import PoolTransport
 
 __all__ = [
     "NoSlot",
@@ -91,7 +94,7 @@ class UnusableProxy(Exception):
 
 
 SHARD_CONNECTIONS = 16
-"""The most connections one httpcore pool holds. Its bookkeeping grows with the
+"""The most connections one httpcore2 pool holds. Its bookkeeping grows with the
 square of its connections: one pool of 64 fetches five times slower than four
 of 16 (measured in ``make bench``, B2)."""
 
@@ -100,7 +103,7 @@ of 16 (measured in ``make bench``, B2)."""
 class Shard:
     """One of a pool's transports, and how many fetches use it now."""
 
-    transport: httpx.AsyncHTTPTransport
+    transport: PoolTransport
     fetches: int = 0
 
 
@@ -124,8 +127,8 @@ class Pool:
         self._hosts: dict[str, _HostSlots] = {}
         self._verify = verify
         per_shard = min(SHARD_CONNECTIONS, settings.concurrency)
-        self._limits = httpx.Limits(max_connections=per_shard, max_keepalive_connections=per_shard)
-        self._timeouts = httpx.Timeout(settings.timeout).as_dict()
+        self._limits = httpx2.Limits(max_connections=per_shard, max_keepalive_connections=per_shard)
+        self._timeouts = httpx2.Timeout(settings.timeout).as_dict()
         shards = -(-settings.concurrency // per_shard)
         self._shards = [Shard(self._transport()) for _ in range(shards)]
         # Proxies as llm's own fetch honours them (HTTP_PROXY, HTTPS_PROXY,
@@ -133,7 +136,7 @@ class Pool:
         # address policy on: a proxy would connect, on our behalf, to
         # addresses the policy never sees.
         self._proxies = {} if settings.block_private else urllib.request.getproxies()
-        self._via: dict[str, httpx.AsyncHTTPTransport] = {}
+        self._via: dict[str, httpx2.AsyncHTTPTransport] = {}
 
     @asynccontextmanager
     async def slot(self, host: str, wait: float) -> AsyncIterator[Shard]:
@@ -174,7 +177,7 @@ class Pool:
             if not entry.users:
                 del self._hosts[host]  # no fetch holds or waits for it: hosts do not pile up
 
-    async def send(self, request: httpx.Request, shard: Shard) -> httpx.Response:
+    async def send(self, request: httpx2.Request, shard: Shard) -> httpx2.Response:
         """Send ``request``; the response's body is not read yet and must be closed."""
         request.extensions["timeout"] = self._timeouts
         transport = self._proxy_transport(request.url) or shard.transport
@@ -184,17 +187,18 @@ class Pool:
         for transport in self._transports():
             await transport.aclose()
 
-    def _transports(self) -> list[httpx.AsyncHTTPTransport]:
+    def _transports(self) -> list[httpx2.AsyncBaseTransport]:
         return [shard.transport for shard in self._shards] + list(self._via.values())
 
     def statistics(self) -> PoolStatistics:
-        connections: list[httpcore.AsyncConnectionInterface] = []
-        requests: list[Any] = []  # httpcore's own AsyncPoolRequest, not public
+        """What the connections of this pool's own transports (not proxies') are doing."""
+        connections: list[httpcore2.AsyncConnectionInterface] = []
+        requests: list[Any] = []
         fullest = 0
-        for transport in self._transports():
-            core = transport._pool
+        for shard in self._shards:
+            core = shard.transport.pool
             connections += core.connections
-            requests += getattr(core, "_requests", [])
+            requests += core._requests  # httpcore2's queue of AsyncPoolRequest: private
             fullest = max(fullest, len(core.connections))
         serving = {id(request.connection) for request in requests}
         busy = [c for c in connections if not (c.is_idle() or c.is_closed())]
@@ -207,40 +211,45 @@ class Pool:
             fullest_transport=fullest,
         )
 
-    def _proxy_transport(self, url: httpx.URL) -> httpx.AsyncHTTPTransport | None:
+    def _proxy_transport(self, url: httpx2.URL) -> httpx2.AsyncHTTPTransport | None:
         proxy = self._proxy_for(url)
         if proxy is None:
             return None
         transport = self._via.get(proxy)
         if transport is None:
             try:
-                transport = self._via[proxy] = self._transport(httpx.Proxy(proxy))
-            except (ValueError, ImportError, httpx.InvalidURL) as error:
+                transport = self._via[proxy] = httpx2.AsyncHTTPTransport(
+                    verify=self._verify,
+                    limits=self._limits,
+                    trust_env=False,
+                    proxy=httpx2.Proxy(proxy),
+                )
+            except (ValueError, ImportError, httpx2.InvalidURL) as error:
                 raise UnusableProxy(f"the proxy {proxy} cannot be used: {error}") from None
         return transport
 
-    def _proxy_for(self, url: httpx.URL) -> str | None:
+    def _proxy_for(self, url: httpx2.URL) -> str | None:
         proxy = self._proxies.get(url.scheme) or self._proxies.get("all")
         if not proxy or urllib.request.proxy_bypass(url.host):
             return None
         return proxy if "://" in proxy else f"http://{proxy}"
 
-    def _transport(self, proxy: httpx.Proxy | None = None) -> httpx.AsyncHTTPTransport:
-        transport = httpx.AsyncHTTPTransport(
-            verify=self._verify, limits=self._limits, trust_env=False, proxy=proxy
-        )
+    def _transport(self) -> PoolTransport:
+        """A shard: a connection pool of its own, connecting only where the address
+        policy allows when ``block_private`` is on."""
+        limits = self._limits
+        backend = None
         if self.settings.block_private:
-            # httpx has no public way to pass a network backend; its pool is
-            # rebuilt with the same settings and a backend that checks every
-            # address it connects to.
-            transport._pool = httpcore.AsyncConnectionPool(
+            backend = PolicyBackend(AddressPolicy.from_allow(self.settings.allow))
+        return PoolTransport(
+            httpcore2.AsyncConnectionPool(
                 ssl_context=self._verify,
-                max_connections=self._limits.max_connections,
-                max_keepalive_connections=self._limits.max_keepalive_connections,
-                keepalive_expiry=self._limits.keepalive_expiry,
-                network_backend=PolicyBackend(AddressPolicy.from_allow(self.settings.allow)),
+                max_connections=limits.max_connections,
+                max_keepalive_connections=limits.max_keepalive_connections,
+                keepalive_expiry=limits.keepalive_expiry,
+                network_backend=backend,
             )
-        return transport
+        )
 
 
 async def _acquire(semaphore: asyncio.Semaphore, give_up: float) -> None:
@@ -287,10 +296,10 @@ def loops_with_pools() -> int:
 
 
 async def _ssl_context() -> ssl.SSLContext:
-    """httpx's default TLS settings, built once per process on a worker thread.
+    """httpx2's default TLS settings, built once per process on a worker thread.
 
     Loading the CA bundle takes 30-50 ms; done on the event loop, as
-    ``httpx.AsyncClient()`` would, it would stall it for every new loop.
+    ``httpx2.AsyncClient()`` would, it would stall it for every new loop.
     """
     if _ssl is not None:
         return _ssl
@@ -301,16 +310,16 @@ def _first_use() -> ssl.SSLContext:
     global _ssl
     with _ssl_lock:
         if _ssl is None:
-            _ssl = httpx.create_ssl_context()
+            _ssl = httpx2.create_ssl_context()
         return _ssl
 
 
 _ssl: ssl.SSLContext | None = None
 _ssl_lock = threading.Lock()
 
-# httpx imports these on its first connection, on the event loop (~40 ms).
+# httpx2 imports these on its first connection, on the event loop (~40 ms).
 # Imported with this module instead: on the worker thread that imports the HTTP
 # layer for the first fetch (see store.shared_responses._http), where the loop goes on meanwhile.
-for _module in ("h11", "anyio._backends._asyncio", "httpcore._backends.anyio"):
+for _module in ("h11", "anyio._backends._asyncio", "httpcore2._backends.anyio"):
     with contextlib.suppress(ImportError):
         importlib.import_module(_module)

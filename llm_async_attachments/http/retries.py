@@ -12,25 +12,25 @@ import email.utils
 import random
 import time
 
-import httpx
+import httpx2
 
 __all__ = ["RETRYABLE_STATUS", "backoff", "is_transient", "retry_after"]
 
 RETRYABLE_STATUS = frozenset({502, 503, 504})
 _BACKOFF_BASE = 0.25
 _BACKOFF_CAP = 4.0
-# httpcore's words for a kept-alive connection the server closed before it
+# httpcore2's words for a kept-alive connection the server closed before it
 # answered: the one protocol error a new connection can cure.
 _DROPPED = "Server disconnected without sending a response"
 
 
 def is_transient(error: Exception) -> bool:
     """Whether a request that failed with ``error`` before any response may succeed again."""
-    if isinstance(error, httpx.ConnectError | httpx.ConnectTimeout | httpx.ReadError):
+    if isinstance(error, httpx2.ConnectError | httpx2.ConnectTimeout | httpx2.ReadError):
         return True
-    if isinstance(error, httpx.WriteError):
+    if isinstance(error, httpx2.WriteError):
         return True
-    return isinstance(error, httpx.RemoteProtocolError) and str(error).startswith(_DROPPED)
+    return isinstance(error, httpx2.RemoteProtocolError) and str(error).startswith(_DROPPED)
 
 
 def backoff(attempt: int) -> float:
@@ -38,7 +38,7 @@ def backoff(attempt: int) -> float:
     return random.uniform(0, min(_BACKOFF_CAP, _BACKOFF_BASE * 2**attempt))
 
 
-def retry_after(response: httpx.Response) -> float | None:
+def retry_after(response: httpx2.Response) -> float | None:
     """``Retry-After`` in seconds (whole seconds or an HTTP date); ``None`` if absent or bad.
 
     ``0`` means at once. Only ASCII digits count: ``str.isdigit`` also

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-import httpx
+import httpx2
 
 from ..errors import UnsupportedAttachmentURL, redact
 
@@ -22,7 +22,7 @@ _HOST = re.compile(r"[A-Za-z0-9._:-]+")
 _FIX = "Fix the URL."
 
 
-def parse(url: str, source: str, *, given: str | None = None) -> httpx.URL:
+def parse(url: str, source: str, *, given: str | None = None) -> httpx2.URL:
     """``url`` as an absolute http(s) URL, or :class:`UnsupportedAttachmentURL`.
 
     ``source`` names the attachment in messages: for a redirect target it is
@@ -38,9 +38,9 @@ def parse(url: str, source: str, *, given: str | None = None) -> httpx.URL:
         else (f"Attachment URL {shown!r}")
     )
     try:
-        parsed = httpx.URL(url)
+        parsed = httpx2.URL(url)
         host = parsed.raw_host.decode("ascii")
-    except (httpx.InvalidURL, UnicodeError, ValueError) as error:
+    except (httpx2.InvalidURL, UnicodeError, ValueError) as error:
         reason = _reason(error)
         raise UnsupportedAttachmentURL(
             f"{subject} is not a valid URL: {reason}. {_FIX}",
@@ -63,10 +63,10 @@ def parse(url: str, source: str, *, given: str | None = None) -> httpx.URL:
     return parsed
 
 
-def redirect_target(response: httpx.Response, url: httpx.URL, source: str) -> httpx.URL | None:
+def redirect_target(response: httpx2.Response, url: httpx2.URL, source: str) -> httpx2.URL | None:
     """Where ``response`` redirects to, resolved against ``url``; ``None`` if it does not.
 
-    httpx would raise its own, untyped ``InvalidURL`` for a ``Location`` such
+    httpx2 would raise its own, untyped ``InvalidURL`` for a ``Location`` such
     as ``javascript:...`` or ``http://host:99999/``; here every target passes
     :func:`parse`, so it is a typed refusal naming the attachment.
     """
@@ -77,7 +77,7 @@ def redirect_target(response: httpx.Response, url: httpx.URL, source: str) -> ht
         return None
     try:
         target = str(url.join(location.strip()))
-    except (httpx.InvalidURL, UnicodeError, ValueError) as error:
+    except (httpx2.InvalidURL, UnicodeError, ValueError) as error:
         raise UnsupportedAttachmentURL(
             f"Attachment {source} redirected to {_shown(location)!r}, which is not a "
             f"valid URL: {_reason(error)}. The server is misconfigured; use another URL.",
@@ -91,7 +91,7 @@ def _host_problem(host: str) -> str | None:
     if not _HOST.fullmatch(host):
         return "has characters no host name has"
     if ":" in host:
-        return None  # an IPv6 literal; httpx has checked it
+        return None  # an IPv6 literal; httpx2 has checked it
     labels = host.rstrip(".").split(".")
     if len(host) > 253:
         return "is longer than 253 characters"

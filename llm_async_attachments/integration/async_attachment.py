@@ -22,7 +22,7 @@ class AsyncAttachment:
     """An ``llm.Attachment`` whose reads are awaitable, as ``AsyncResponse`` is to ``Response``.
 
     Same fields (``type``, ``path``, ``url``, ``content``) and same results as
-    llm's sync methods, without blocking: URLs are fetched with httpx and files
+    llm's sync methods, without blocking: URLs are fetched with httpx2 and files
     read on worker threads, under the limits of the active [`Config`][]. It is
     a view of an ``llm.Attachment``: both share one cache, so what is awaited
     here makes the sync attachment's reads free too, and the other way round.

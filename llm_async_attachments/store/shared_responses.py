@@ -335,7 +335,7 @@ async def fetch_type(url: str, config: Config) -> tuple[str | None, int]:
     return fetched.type, fetched.requests
 
 
-# The HTTP layer imports httpx, httpcore, h11 and anyio's asyncio backend: tens of
+# The HTTP layer imports httpx2, httpcore2, h11 and anyio's asyncio backend: tens of
 # milliseconds that every llm command would pay if the llm plugin imported it. It
 # is imported when a URL is first fetched instead, on a worker thread that this
 # awaits, so that the event loop goes on meanwhile. An importing thread holds the

@@ -1,8 +1,9 @@
 """Cancellation never jams the connection pool: deterministic windows and seeded storms.
 
-httpcore 1.0.9 releases a connection only if its clean-up runs to the end,
+httpcore2 (2.17, as httpcore 1.0.9 before it) releases a connection only if its clean-up
+runs to the end,
 and asyncio's ``Task.cancel()`` cuts through its shields. The deterministic
-tests hold that clean-up open (a slower ``_response_closed``, httpcore's own
+tests hold that clean-up open (a slower ``_response_closed``, httpcore2's own
 method, patched in the dependency, not in our code) and cancel inside it.
 The storms replay from their seed: ``STORM_SEED=<n> pytest -k storm``.
 """
@@ -15,8 +16,8 @@ import gc
 import os
 import random
 
-import httpcore._async.connection_pool as connection_pool
-import httpcore._async.http11 as http11
+import httpcore2._async.connection_pool as connection_pool
+import httpcore2._async.http11 as http11
 import llm
 import pytest
 
@@ -42,7 +43,7 @@ def echo():
 
 @pytest.fixture
 def slow_release(monkeypatch):
-    """httpcore takes 200 ms to release its first connection; an event says it started."""
+    """httpcore2 takes 200 ms to release its first connection; an event says it started."""
     started = asyncio.Event()
     original = http11.AsyncHTTP11Connection._response_closed
 
@@ -72,7 +73,7 @@ async def test_a_cancel_while_the_connection_is_released_leaves_the_pool_usable(
     task = asyncio.create_task(
         laa.prepare_attachments(prompt_with([first], echo), config=one_at_a_time)
     )
-    await slow_release.wait()  # the body is read; httpcore is releasing the connection
+    await slow_release.wait()  # the body is read; httpcore2 is releasing the connection
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -127,7 +128,7 @@ def slow_wake(monkeypatch):
     started = asyncio.Event()
     original = connection_pool.AsyncPoolRequest.wait_for_connection
 
-    async def wait_for_connection(self, timeout=None):  # noqa: ASYNC109 (httpcore's)
+    async def wait_for_connection(self, timeout=None):  # noqa: ASYNC109 (httpcore2's)
         connection = await original(self, timeout)
         if not started.is_set():
             started.set()
@@ -166,7 +167,7 @@ async def test_a_cancel_before_a_new_connection_is_used_leaves_the_pool_usable(
     task = asyncio.create_task(
         laa.prepare_attachments(prompt_with([url], echo), config=one_at_a_time)
     )
-    await started.wait()  # httpcore holds a connection no try block would release yet
+    await started.wait()  # httpcore2 holds a connection no try block would release yet
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task

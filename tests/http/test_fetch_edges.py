@@ -1,13 +1,14 @@
-"""Transport-level edge cases that a real server cannot easily produce (respx)."""
+"""Transport-level edge cases that a real server cannot easily produce (respx, through
+pytest-httpx2's ``httpx2_mock``: it stands in for httpcore2's connection pool)."""
 
 from __future__ import annotations
 
 import zlib
 
-import httpx
+import httpcore2
+import httpx2
 import llm
 import pytest
-import respx
 
 import llm_async_attachments as laa
 from llm_async_attachments.testing import samples
@@ -23,25 +24,22 @@ async def prepare(url=URL):
     return attachment
 
 
-@respx.mock
-async def test_an_unsupported_content_encoding_is_refused():
-    respx.get(URL).respond(200, content=b"\x00" * 10, headers={"Content-Encoding": "br"})
+async def test_an_unsupported_content_encoding_is_refused(httpx2_mock):
+    httpx2_mock.get(URL).respond(200, content=b"\x00" * 10, headers={"Content-Encoding": "br"})
     with pytest.raises(laa.AttachmentFetchError, match="Content-Encoding 'br', which is not"):
         await prepare()
 
 
-@respx.mock
-async def test_an_unexpected_httpx_error_is_still_an_attachment_error():
-    respx.get(URL).mock(side_effect=httpx.DecodingError("bad chunk"))
+async def test_an_unexpected_httpx2_error_is_still_an_attachment_error(httpx2_mock):
+    httpx2_mock.get(URL).mock(side_effect=httpx2.DecodingError("bad chunk"))
     with pytest.raises(laa.AttachmentFetchError, match="DecodingError: bad chunk"):
         await prepare()
 
 
-@respx.mock
-async def test_raw_deflate_without_a_zlib_header_is_decoded():
+async def test_raw_deflate_without_a_zlib_header_is_decoded(httpx2_mock):
     compressor = zlib.compressobj(wbits=-zlib.MAX_WBITS)
     body = compressor.compress(samples.pdf()) + compressor.flush()
-    respx.get(URL).respond(
+    httpx2_mock.get(URL).respond(
         200,
         content=body,
         headers={"Content-Encoding": "deflate", "Content-Type": "application/pdf"},
@@ -50,15 +48,20 @@ async def test_raw_deflate_without_a_zlib_header_is_decoded():
     assert attachment.content_bytes() == samples.pdf()
 
 
-@respx.mock
-async def test_a_connect_timeout_is_an_attachment_timeout():
-    respx.get(URL).mock(side_effect=httpx.ConnectTimeout("timed out"))
+async def test_a_connect_timeout_is_an_attachment_timeout(httpx2_mock):
+    httpx2_mock.get(URL).mock(side_effect=httpx2.ConnectTimeout("timed out"))
     with pytest.raises(laa.AttachmentTimeout, match="no progress for 10 s \\(ConnectTimeout\\)"):
         await prepare()
 
 
-@respx.mock
-async def test_a_reset_connection_is_a_fetch_error():
-    respx.get(URL).mock(side_effect=httpx.ReadError("connection reset by peer"))
+async def test_a_reset_connection_is_a_fetch_error(httpx2_mock):
+    httpx2_mock.get(URL).mock(side_effect=httpx2.ReadError("connection reset by peer"))
     with pytest.raises(laa.AttachmentFetchError, match="ReadError: connection reset by peer"):
+        await prepare()
+
+
+async def test_httpcore2_errors_reach_us_as_httpx2_errors_of_the_same_name(httpx2_mock):
+    """What the pool raises, the transport maps, as httpx2's own transport does."""
+    httpx2_mock.get(URL).mock(side_effect=httpcore2.RemoteProtocolError("peer closed"))
+    with pytest.raises(laa.AttachmentFetchError, match="RemoteProtocolError: peer closed"):
         await prepare()

@@ -146,9 +146,10 @@ class AttachmentAddressRefused(AttachmentError):
 
 
 class UnsupportedAttachmentURL(AttachmentError):
-    """The URL is malformed or uses a scheme other than ``http``/``https``.
+    """The URL is malformed or uses a scheme other than ``http``/``https`` (or ``data:``).
 
-    Also raised when a redirect points to such a URL.
+    Also raised when a redirect points to such a URL (a ``data:`` one too), and for a
+    ``data:`` URL that cannot be decoded or whose bytes contradict its type.
     """
 
 
@@ -198,8 +199,16 @@ class ConfigurationWarning(UserWarning):
     """
 
 
+_DATA_SHOWN = 48  # characters of a data: URL shown in messages
+
+
 def redact(url: str) -> str:
-    """``https://user:secret@host/x`` -> ``https://user:***@host/x``, for messages and logs."""
+    """``https://user:secret@host/x`` -> ``https://user:***@host/x``, for messages and logs.
+
+    A long ``data:`` URL is cut to its start and its length: its bytes are no name.
+    """
+    if url[:5].lower() == "data:" and len(url) > _DATA_SHOWN:
+        return f"{url[:_DATA_SHOWN]}... ({len(url):,} characters)"
     if "@" not in url:
         return url  # no credentials: the common case, without parsing
     try:

@@ -23,7 +23,9 @@ from ..store import shared_responses
 from ..store.memory import Blob, Lease, admit, hold
 from ..store.state import UNSET, Prepared, covers, fetch_key, single_flight, state_of
 from ..url_text import host_of
+from . import data_urls
 from .cpu_jobs import ON_LOOP_LIMIT, base64_text
+from .data_urls import is_data_url
 from .files import read_path
 from .loop_turns import PER_TURN, your_turn
 from .needs import Place
@@ -189,6 +191,8 @@ class _Run:
             return None
         if not attachment.url:
             return None
+        if is_data_url(attachment.url):
+            return self._pending_data(attachment, state, place)
         # Results fetched under a laxer address policy than this call's are not its own.
         found = state.type if covers(state.type_key, self.key) else UNSET
         if not attachment.type and found is UNSET:
@@ -201,6 +205,27 @@ class _Run:
         if covers(state.content_key, self.key) and self._holds(state):
             return self._ready_content(attachment, state, known_type, place)
         return lambda: self._fetch(attachment, state, place)
+
+    def _pending_data(
+        self, attachment: Any, state: Prepared, place: Place
+    ) -> Callable[[], Awaitable[None]] | None:
+        """The work for a ``data:`` URL: decoding it, whatever the address policy (it
+        reaches no address)."""
+        if not attachment.type and state.type is UNSET:
+            return lambda: self._decode(attachment, state, place)
+        known_type = attachment.type or _known(state)
+        if not self.plan.wants_content(known_type, place, url=True):
+            return None
+        if self._holds(state):
+            return self._ready_content(attachment, state, known_type, place)
+        return lambda: self._decode(attachment, state, place)
+
+    async def _decode(self, attachment: Any, state: Prepared, place: Place) -> None:
+        decoded = await data_urls.decode(attachment.url, self.budget.meter(_source(attachment)))
+        if not attachment.type:
+            state.type = decoded.type
+        if self.plan.wants_content(attachment.type or decoded.type, place, url=True):
+            state.content_blob = self._admit(decoded.content)
 
     def _refused(self, attachment: Any, state: Prepared) -> bool:
         """Whether the model refuses ``attachment``'s type, as far as it is known."""

@@ -40,6 +40,9 @@ from .urls import parse
 __all__ = ["Fetched", "fetch_content", "fetch_type"]
 
 HEAD_REFUSED = frozenset({403, 405, 501})
+# A type some servers give every HEAD (a landing or login page) whatever the GET sends:
+# never taken from a HEAD alone, but checked with the GET of the first bytes.
+HEAD_SUSPECT = frozenset({"text/html"})
 _SNIFF_LIMIT = 1024 * 1024  # a ranged GET for sniffing never reads more than this
 # Never kept in Fetched.request_headers: credentials stay in the request that sent them.
 _CREDENTIALS = frozenset({"authorization", "proxy-authorization", "cookie"})
@@ -67,9 +70,11 @@ class Fetched:
 async def fetch_type(url: str, config: Config) -> Fetched:
     """The MIME type of ``url``, by ``HEAD``.
 
-    When ``HEAD`` is refused (403, 405, 501), never answered, or names no
-    usable type, falls back to a ``GET`` of the first bytes (ranged) and
-    sniffs them, as llm would sniff the whole body.
+    When ``HEAD`` is refused (403, 405, 501), never answered, names no
+    usable type, or names ``text/html`` (which a mislabelling server gives
+    every ``HEAD``), falls back to one ``GET`` of the first bytes (ranged):
+    its type, or the type sniffed from those bytes, as llm would sniff the
+    whole body.
     """
     return await _fetch(url, config, _type_of)
 
@@ -140,7 +145,7 @@ async def _type_of(exchange: Exchange) -> Fetched:
             if response.status_code not in HEAD_REFUSED:
                 _check_status(response, exchange.source)
                 declared = mime.normalise(response.headers.get("content-type"))
-                if mime.usable(declared):
+                if mime.usable(declared) and declared not in HEAD_SUSPECT:
                     return _result(exchange, declared, None, response)
     except httpx2.ReadTimeout:
         pass  # the server took the HEAD but never answered it; a GET may still work
@@ -148,7 +153,7 @@ async def _type_of(exchange: Exchange) -> Fetched:
     async with exchange.send("GET", range_header) as response:
         _check_status(response, exchange.source)
         declared = mime.normalise(response.headers.get("content-type"))
-        if mime.usable(declared):
+        if mime.usable(declared) and declared not in HEAD_SUSPECT:
             return _result(exchange, declared, None, response)
         meter = Budget(_SNIFF_LIMIT, _SNIFF_LIMIT).meter(exchange.source)
         body = Body(response, meter, exchange.source)

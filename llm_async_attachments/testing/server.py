@@ -155,6 +155,8 @@ class StaticFile:
     head_status: int | None
     headers: tuple[tuple[str, str], ...] = ()
     """Extra response headers (``Cache-Control``, ``ETag``, ``Last-Modified``, ...)."""
+    head_type: str | None = None
+    """The Content-Type ``HEAD`` claims instead of ``content_type`` (a mislabelling server)."""
 
 
 class BadRequest(Exception):
@@ -301,7 +303,7 @@ class FileHandler(BaseHTTPRequestHandler):
         self.send_file(f, head)
 
     def send_file(self, f: StaticFile, head: bool) -> None:
-        self.send_body(200, [*type_header(f), *f.headers], f.body, head)
+        self.send_body(200, [*type_header(f, head), *f.headers], f.body, head)
 
     def send_body(
         self, status: int, headers: list[tuple[str, str]], body: bytes | memoryview, head: bool
@@ -347,9 +349,10 @@ def _not_modified(f: StaticFile, request: Any) -> bool:
     return since is not None and since == kept.get("last-modified")
 
 
-def type_header(f: StaticFile) -> list[tuple[str, str]]:
-    """The Content-Type header of ``f``, if it has one."""
-    return [] if f.content_type is None else [("Content-Type", f.content_type)]
+def type_header(f: StaticFile, head: bool = False) -> list[tuple[str, str]]:
+    """The Content-Type header of ``f`` (for a ``HEAD``, the one it claims), if it has one."""
+    content_type = f.head_type if head and f.head_type else f.content_type
+    return [] if content_type is None else [("Content-Type", content_type)]
 
 
 def _octets(length: int) -> list[tuple[str, str]]:
@@ -423,12 +426,15 @@ class FileServer(ServerThread):
         latency: float = 0.0,
         head_status: int | None = None,
         headers: Iterable[tuple[str, str]] = (),
+        head_type: str | None = None,
     ) -> str:
         """Serve ``body`` at ``path`` and return its URL.
 
         ``content_type=None`` sends no Content-Type; ``latency`` delays each
         ``HEAD`` and ``GET`` by that many seconds; ``head_status`` makes
-        ``HEAD`` answer that status (such as 405) with an empty body.
+        ``HEAD`` answer that status (such as 405) with an empty body, and
+        ``head_type`` makes it claim another Content-Type (``text/html`` for a
+        PDF, as some servers do).
         ``headers`` go with every response: caching headers, say. With an
         ``ETag`` (or ``Last-Modified``) among them, a ``GET`` whose
         ``If-None-Match`` (or ``If-Modified-Since``) matches is answered
@@ -436,7 +442,9 @@ class FileServer(ServerThread):
         """
         if not path.startswith("/"):
             raise ValueError("path must start with '/'")
-        static = StaticFile(bytes(body), content_type, latency, head_status, tuple(headers))
+        static = StaticFile(
+            bytes(body), content_type, latency, head_status, tuple(headers), head_type
+        )
         self.store(path, static)
         return self.url(path)
 

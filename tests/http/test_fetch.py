@@ -39,6 +39,28 @@ async def test_head_refused_still_gives_the_right_type(file_server):
         assert file_server.count("GET", f"/refused-{status}.png") == 1
 
 
+@pytest.mark.parametrize(
+    ("get_type", "expected"),
+    [("application/pdf", "application/pdf"), (None, "application/pdf")],
+)
+async def test_a_head_that_calls_a_pdf_html_is_checked_with_one_get(
+    file_server, get_type, expected
+):
+    url = file_server.add("/report", samples.pdf(), content_type=get_type, head_type="text/html")
+    attachment = llm.Attachment(url=url)
+
+    assert await laa.to_async(attachment).resolve_type() == expected
+
+    assert file_server.requests == [("HEAD", "/report"), ("GET", "/report")]
+
+
+async def test_a_real_html_page_stays_html_after_its_one_check(file_server):
+    url = file_server.add("/page", b"<!doctype html><p>hello", content_type="text/html")
+
+    assert await laa.to_async(llm.Attachment(url=url)).resolve_type() == "text/html"
+    assert file_server.requests == [("HEAD", "/page"), ("GET", "/page")]
+
+
 async def test_missing_content_type_is_sniffed_from_the_body(file_server):
     url = file_server.add("/anonymous", samples.pdf(), content_type=None)
     attachment = llm.Attachment(url=url)

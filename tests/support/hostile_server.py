@@ -177,10 +177,10 @@ class _HostileHandler(FileHandler):
 
     def send_file(self, f: StaticFile, head: bool) -> None:
         if isinstance(f, _EncodedFile):  # Range is ignored for encoded bodies
-            headers = [*type_header(f), *f.headers, ("Content-Encoding", f.encoding)]
+            headers = [*type_header(f, head), *f.headers, ("Content-Encoding", f.encoding)]
             self.send_body(200, headers, f.body, head)
             return
-        headers = [*type_header(f), *f.headers, ("Accept-Ranges", "bytes")]
+        headers = [*type_header(f, head), *f.headers, ("Accept-Ranges", "bytes")]
         status, body = 200, memoryview(f.body)
         range_header = self.headers.get("Range")
         if range_header and not head:
@@ -393,6 +393,7 @@ class HostileFileServer(FileServer):
         head_status: int | None = None,
         headers: Iterable[tuple[str, str]] = (),
         gzip: bool = False,
+        head_type: str | None = None,
     ) -> str:
         """:meth:`FileServer.add`; ``gzip`` sends the body gzip-encoded (``Range`` is ignored)."""
         url = super().add(
@@ -402,6 +403,7 @@ class HostileFileServer(FileServer):
             latency=latency,
             head_status=head_status,
             headers=headers,
+            head_type=head_type,
         )
         if gzip:
             encoded = _EncodedFile(

@@ -90,7 +90,7 @@ _original: dict[str, Callable[..., Any]] = {}
 
 def _resolve_type(self: llm.Attachment) -> str | None:
     if _would_block_type(self):
-        state = peek(self)
+        state = peek(_original_of(self, learned_reads.current()))
         if state is not None and state.type is not UNSET:
             return state.type
         guard.check(self, "resolve_type")
@@ -100,13 +100,14 @@ def _resolve_type(self: llm.Attachment) -> str | None:
 
 def _content_bytes(self: llm.Attachment) -> bytes | None:
     execution = learned_reads.current()
+    original = _original_of(self, execution)
     if execution is not None:
-        execution.saw(self, "content")
+        execution.saw(original, "content")
     if _would_block_content(self):
-        state = peek(self)
+        state = peek(original)
         if state is not None and state.content is not None:
             return state.content
-        if execution is not None and execution.offered(self):
+        if execution is not None and execution.offered(original):
             return guard.unprepared_read(self, _original["content_bytes"])
         guard.check(self, "content_bytes")
     content: bytes | None = _original["content_bytes"](self)
@@ -115,15 +116,16 @@ def _content_bytes(self: llm.Attachment) -> bytes | None:
 
 def _base64_content(self: llm.Attachment) -> str:
     execution = learned_reads.current()
+    original = _original_of(self, execution)
     if execution is not None:
-        execution.saw(self, "base64")
-    state = peek(self)
+        execution.saw(original, "base64")
+    state = peek(original)
     if state is not None and state.base64 is not None:
         return state.base64
     if (
         _would_block_content(self)
         and (state is None or state.content is None)
-        and (execution is None or not execution.offered(self))
+        and (execution is None or not execution.offered(original))
     ):
         guard.check(self, "base64_content")
     encoded: str = _original["base64_content"](self)  # reads through content_bytes()
@@ -132,7 +134,7 @@ def _base64_content(self: llm.Attachment) -> str:
 
 def _hash_id(self: llm.Attachment) -> str:
     if llm_internals.attachment_id(self) is None:
-        state = peek(self)
+        state = peek(_original_of(self, learned_reads.current()))
         if state is not None and state.id is not None:
             return state.id
         if _would_block_id(self):
@@ -153,6 +155,15 @@ def _repr(self: llm.Attachment) -> str:
             return f'<Attachment: (unprepared) path="{self.path}">'
     text: str = _original["__repr__"](self)
     return text
+
+
+def _original_of(attachment: Any, execution: learned_reads.Execution | None) -> Any:
+    """``attachment``, or, inside a model's ``execute()``, the prepared attachment it is
+    a copy of (``copy.copy()``, ``copy.deepcopy()``, ``dataclasses.replace()`` with the
+    same fields): the copy then reads without I/O, as the original does."""
+    if execution is None or execution.offered(attachment) or peek(attachment) is not None:
+        return attachment
+    return execution.copied(attachment) or attachment
 
 
 def _to_async(self: llm.Attachment) -> Any:

@@ -89,6 +89,16 @@ class Execution:
         entry = self._offered.get(id(attachment))
         return entry is not None and entry[0] is attachment
 
+    def copied(self, attachment: Any) -> Any:
+        """The attachment offered to this execution that ``attachment`` is a copy of (the
+        same class, type, path, URL and content), or ``None``: a plugin that copies a
+        prepared attachment in ``execute()`` reads the copy as the original."""
+        fields = _fields(attachment)
+        for offered, _place in self._offered.values():
+            if type(offered) is type(attachment) and _fields(offered) == fields:
+                return offered
+        return None
+
     def saw(self, attachment: object, method: Method) -> None:
         """The model read ``method`` of ``attachment``."""
         if self.offered(attachment):
@@ -102,6 +112,10 @@ class Execution:
             by_kind.setdefault(kind, set()).update(self._read.get(key, ()))
         for kind, read in by_kind.items():
             _learn(kind, read, finished=finished)
+
+
+def _fields(attachment: Any) -> tuple[Any, ...]:
+    return (attachment.type, attachment.path, attachment.url, attachment.content)
 
 
 WATCHING: ContextVar[Execution | None] = ContextVar("llm_async_attachments_execution", default=None)

@@ -5,7 +5,8 @@ through a weak reference: nothing is stored on the attachment, so its
 ``id()``, ``==``, ``repr()``, ``__dict__``, what llm logs, and its copies and
 pickles are exactly llm's. A ``copy.copy()``, ``copy.deepcopy()`` or
 unpickled attachment is a new object and so a new, unprepared attachment
-(preparing it again costs a fetch, never a wrong answer). The table never
+(preparing it again costs a fetch, never a wrong answer); only inside a
+model's ``execute()`` does the integration read a copy as its original. The table never
 keeps an attachment alive: an entry goes when its attachment is collected.
 
 A state records the fields it was computed from: ``type``, ``path``, ``url``

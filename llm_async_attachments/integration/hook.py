@@ -11,8 +11,8 @@ another model or class.
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncGenerator, Awaitable, Callable
-from contextvars import ContextVar
+from collections.abc import AsyncGenerator, Callable
+from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -31,7 +31,6 @@ from .views import Views
 __all__ = ["prepare_before_execute", "prepares_attachments"]
 
 M = TypeVar("M")
-T = TypeVar("T")
 _MARK = "_llm_async_attachments_prepares"
 # (model, prompt) pairs whose execute() is running under one of our wrappers:
 # a second wrapper around the same model (another plugin's re-wrap) must not
@@ -165,33 +164,46 @@ async def _prepared(
         generator = execute(prompt, *args, **kwargs)
         try:
             while True:
+                entered = _enter(inside, turn.execution)
                 try:
-                    chunk = await _inside(inside, turn.execution, anext(generator))
+                    chunk = await anext(generator)
                 except StopAsyncIteration:
                     finished = True
                     return
+                finally:
+                    _leave(entered)
                 yield chunk
         finally:
             if not finished:  # stopped early (an error, a cancel, the caller's aclose)
-                await _inside(inside, turn.execution, generator.aclose())
+                entered = _enter(inside, turn.execution)
+                try:
+                    await generator.aclose()
+                finally:
+                    _leave(entered)
     finally:
         turn.end(finished=finished)
 
 
-async def _inside(
-    inside: frozenset[tuple[int, int]], execution: Execution | None, step: Awaitable[T]
-) -> T:
-    """Await one step of the model's code inside its context (the guard's "async model
-    execution", this wrapper's mark, and the execution whose reads are watched); the
-    caller's code, between chunks, runs outside it."""
-    marked, executing = _running.set(inside), guard.EXECUTING.set(True)
-    watched = learned_reads.WATCHING.set(execution)
-    try:
-        return await step
-    finally:
-        learned_reads.WATCHING.reset(watched)
-        guard.EXECUTING.reset(executing)
-        _running.reset(marked)
+_Entered = tuple[Token[frozenset[tuple[int, int]]], Token[bool], Token[Execution | None]]
+
+
+def _enter(inside: frozenset[tuple[int, int]], execution: Execution | None) -> _Entered:
+    """Enter the model's context: the guard's "async model execution", this wrapper's
+    mark, and the execution whose reads are watched. The model's code runs inside it,
+    the caller's (between chunks) outside; set and reset directly, not with a context
+    manager or a coroutine, as this runs for every chunk."""
+    return (
+        _running.set(inside),
+        guard.EXECUTING.set(True),
+        learned_reads.WATCHING.set(execution),
+    )
+
+
+def _leave(entered: _Entered) -> None:
+    marked, executing, watched = entered
+    learned_reads.WATCHING.reset(watched)
+    guard.EXECUTING.reset(executing)
+    _running.reset(marked)
 
 
 async def _prepare_turn(

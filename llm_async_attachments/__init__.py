@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from .config import get_config as get_config
     from .core.plan import UrlPolicy as UrlPolicy
     from .core.prepare import PrepareSummary as PrepareSummary
+    from .credentials import Credential as Credential
     from .errors import AttachmentAddressRefused as AttachmentAddressRefused
     from .errors import AttachmentError as AttachmentError
     from .errors import AttachmentFetchError as AttachmentFetchError

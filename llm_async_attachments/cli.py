@@ -21,6 +21,7 @@ import llm
 from .caps import human
 from .config import Config, environment_problems, get_config, variable
 from .core.prepare import PrepareSummary
+from .credentials import Credential
 from .errors import AttachmentError, ConfigurationError, redact
 from .integration.install import standing_down
 from .integration.prepare import prepare_attachments
@@ -209,6 +210,8 @@ def _value(field: dataclasses.Field[Any], value: Any) -> str:
         return _yes_no(value)
     if isinstance(value, float) or isinstance(field.default, float):
         return f"{value:g} s"
+    if value and isinstance(value, tuple) and all(isinstance(e, Credential) for e in value):
+        return ", ".join(f"{each.origin} (value hidden)" for each in value)
     if isinstance(value, tuple) and all(isinstance(entry, tuple) for entry in value):
         # url_support: (model id, patterns) pairs, shown as the environment spells them
         return "; ".join(f"{name}={','.join(patterns)}" for name, patterns in value) or "-"

@@ -23,7 +23,9 @@ from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Literal, get_args
 
+from . import credentials
 from .caps import human
+from .credentials import Credential
 from .errors import ConfigurationError, ConfigurationWarning
 
 __all__ = [
@@ -57,6 +59,8 @@ class Kind:
     """What valid environment text is: ``a positive size in bytes, ...``."""
     example: str
     """Valid environment text, shown in messages."""
+    secret: bool = False
+    """The value is never shown: messages name the setting and what is wrong with it."""
 
 
 def _positive_int(value: object) -> bool:
@@ -267,6 +271,17 @@ URL_TYPES = Kind(
 )
 
 
+CREDENTIALS = Kind(
+    credentials.parse,
+    credentials.valid,
+    "a tuple of Credential(origin, value), each origin once",
+    "ORIGIN=HEADER-VALUE entries separated by ';', each origin an http or https "
+    "scheme://host[:port] once",
+    "https://files.example.com=Bearer <token>",
+    secret=True,
+)
+
+
 def _setting(kind: Kind, doc: str) -> dict[str, Any]:
     return {"kind": kind, "doc": doc}
 
@@ -429,17 +444,35 @@ class Config:
             "(`~/.cache/llm-async-attachments`).",
         ),
     )
+    credentials: tuple[Credential, ...] = field(
+        default=(),
+        metadata=_setting(
+            CREDENTIALS,
+            "An `Authorization` value per origin (`https://files.example.com=Bearer abc`; "
+            "entries separated by `;`), sent only to that scheme, host and port, never "
+            "shown.",
+        ),
+    )
+    netrc: bool = field(
+        default=False,
+        metadata=_setting(
+            FLAG,
+            "Send `~/.netrc`'s login (or `$NETRC`'s) as Basic auth to a URL's host that "
+            "has no entry in `credentials`, as curl and httpx2's `NetRCAuth` read it.",
+        ),
+    )
 
     def __post_init__(self) -> None:
         for each in dataclasses.fields(self):
             value = getattr(self, each.name)
             kind = kind_of(each)
             if not kind.valid(value):
+                shown = "the value given" if kind.secret else repr(value)
                 raise ConfigurationError(
-                    f"Config.{each.name} must be {kind.expected}, not {value!r} "
+                    f"Config.{each.name} must be {kind.expected}, not {shown} "
                     f"(for example, {each.name}={kind.parse(kind.example)!r})",
                     setting=f"Config.{each.name}",
-                    value=value,
+                    value=_HIDDEN if kind.secret else value,
                 )
 
     @classmethod
@@ -490,20 +523,27 @@ def _read(environ: Mapping[str, str]) -> tuple[Config, tuple[_Problem, ...]]:
         if not raw:
             continue
         kind = kind_of(each)
+        reason = ""
         try:
             value = kind.parse(raw)
-        except ValueError:
-            ok = False
+        except ValueError as error:
+            ok, reason = False, str(error)
         else:
             ok = kind.valid(value)
         if ok:
             values[each.name] = value
             continue
+        # A secret's text is never repeated: the message says what is wrong with it.
+        written = (
+            f"{name} ({reason or 'an entry repeats an origin'})"
+            if kind.secret
+            else (f"{name}={raw!r}")
+        )
         problems.append(
             _Problem(
                 name,
-                raw,
-                f"{name}={raw!r} is not valid: it must be {kind.spelled}, "
+                _HIDDEN if kind.secret else raw,
+                f"{written} is not valid: it must be {kind.spelled}, "
                 f"for example {name}={kind.example}",
                 _shown(kind, each.default),
             )
@@ -540,6 +580,7 @@ def _warn(problem: _Problem) -> None:
     )
 
 
+_HIDDEN = "(hidden)"
 _loading = threading.Lock()
 # The process-wide config and the invalid variables behind it, swapped as one.
 _state: tuple[Config, tuple[_Problem, ...]] | None = None

@@ -7,15 +7,20 @@ state refers to its loop, so the loop never becomes unreachable). Here each
 loop's entry is dropped when the loop shuts down (``asyncio.run()`` and
 ``asyncio.Runner`` call ``shutdown_asyncgens()`` before closing it), after
 its closer has run on that loop; and an entry whose loop was closed without
-that is dropped the next time any loop starts using this state, so its
-sockets are released by the garbage collector instead of kept forever.
+that is dropped the next time any loop starts using this state, or the
+garbage collector runs, whichever comes first, so its idle connections are
+released with the rest of what it held. (A fetch still in flight when its
+loop was closed stays held by anyio's record of its task's cancel scope,
+which never ends: that is anyio's to free.)
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 __all__ = ["PerLoop"]
 
@@ -48,6 +53,10 @@ class PerLoop(Generic[T]):
 
     async def _make_for(self, loop: asyncio.AbstractEventLoop) -> T:
         self._forget_closed_loops()
+        if self not in _every:
+            _every.add(self)
+            if _forget_closed not in gc.callbacks:
+                gc.callbacks.append(_forget_closed)
         making = self._making[loop] = loop.create_future()
         try:
             value = await self._make()
@@ -68,9 +77,11 @@ class PerLoop(Generic[T]):
         return self._values.get(asyncio.get_running_loop())
 
     def _forget_closed_loops(self) -> None:
-        for loop in [loop for loop in self._values if loop.is_closed()]:
-            del self._values[loop]
-            del self._closers[loop]
+        # A copy first (one step in C): the garbage collector's callback runs this
+        # on whichever thread collects, while another may be adding a loop.
+        for loop in [loop for loop in self._values.copy() if loop.is_closed()]:
+            self._values.pop(loop, None)
+            self._closers.pop(loop, None)
 
     async def _closer(self, loop: asyncio.AbstractEventLoop, value: T) -> AsyncIterator[None]:
         # A suspended async generator: the loop's shutdown_asyncgens() resumes
@@ -82,3 +93,14 @@ class PerLoop(Generic[T]):
             self._closers.pop(loop, None)
             if self._close is not None:
                 await self._close(value)
+
+
+_every: weakref.WeakSet[PerLoop[Any]] = weakref.WeakSet()
+
+
+def _forget_closed(phase: str, info: dict[str, int]) -> None:
+    """Garbage collector callback: before a collection, drop what closed loops held."""
+    if phase == "start":
+        for state in list(_every):
+            if state._values:
+                state._forget_closed_loops()

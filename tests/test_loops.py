@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
+import os
 import warnings
+from urllib.parse import urlsplit
 
 import llm
 import pytest
@@ -70,3 +73,35 @@ def test_a_loop_closed_without_shutting_down_keeps_nothing_once_another_loop_fet
         assert alive(asyncio.AbstractEventLoop) == loops_before
     assert pool.loops_with_pools() == 0
     assert eventually(lambda: file_server.open_connections() == 0)
+
+
+def client_sockets(port: int) -> int:
+    """TCP sockets this process holds open to ``port`` (read from /proc)."""
+    fds = set()
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            fds.add(os.readlink(f"/proc/self/fd/{fd}"))
+    count = 0
+    for table in ("/proc/self/net/tcp", "/proc/self/net/tcp6"):
+        with open(table) as rows:
+            for row in list(rows)[1:]:
+                fields = row.split()
+                remote, inode = fields[2], fields[9]
+                if int(remote.rsplit(":", 1)[1], 16) == port and f"socket:[{inode}]" in fds:
+                    count += 1
+    return count
+
+
+@pytest.mark.filterwarnings("ignore::ResourceWarning")
+def test_a_loop_closed_without_shutting_down_leaves_no_open_socket_once_collected(file_server):
+    url = file_server.add("/kept-alive.png", samples.png(), content_type="image/png")
+    port = urlsplit(url).port
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(prepare(url))
+    assert client_sockets(port) == 1  # kept alive in the loop's pool for the next fetch
+
+    loop.close()  # no shutdown_asyncgens(): the pool's closer never runs
+    del loop
+    gc.collect()
+
+    assert client_sockets(port) == 0

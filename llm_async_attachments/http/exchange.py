@@ -16,6 +16,8 @@ from types import MappingProxyType
 
 import httpx2
 
+from .. import credentials
+from ..credentials import Credential
 from ..errors import TooManyRedirects
 from .cancellation import CancelGate, close
 from .pool import Pool, Shard
@@ -47,6 +49,8 @@ class Exchange:
         gate: CancelGate,
         retries: int,
         deadline: float,
+        credentials: tuple[Credential, ...] = (),
+        netrc: str | None = None,
     ) -> None:
         self.url = url
         self.source = source
@@ -56,9 +60,9 @@ class Exchange:
         self._gate = gate
         self._retries = retries
         self._deadline = deadline
-        # Credentials in the URL go as Basic auth, as httpx2 (and so llm) sends
-        # them, and only to the URL's own origin, never to a redirect's.
-        self._auth = _basic_auth(url)
+        self._userinfo = _basic_auth(url)
+        self._netrc = netrc  # .netrc's Basic auth for this URL's host, if it is to be sent
+        self._credentials = credentials
 
     @asynccontextmanager
     async def send(
@@ -142,9 +146,24 @@ class Exchange:
     ) -> httpx2.Request:
         request = httpx2.Request(method, url, headers={**REQUEST_HEADERS, **(headers or {})})
         request.extensions["trace"] = self._gate.trace
-        if self._auth and _same_origin(url, self.url):
-            request.headers["Authorization"] = self._auth
+        authorization = self._authorization(url)
+        # Never in the clear through a proxy, which would read it on the way.
+        if authorization and not (url.scheme == "http" and self._pool.proxied(url)):
+            request.headers["Authorization"] = authorization
         return request
+
+    def _authorization(self, url: httpx2.URL) -> str | None:
+        """``Authorization`` for a request to ``url``: the URL's own user and password (as
+        httpx2, and so llm, sends them), else the credential configured for ``url``'s
+        origin, else ``.netrc``'s; the first and last only to the URL's own origin,
+        never to a redirect's elsewhere."""
+        home = _same_origin(url, self.url)
+        if home and self._userinfo:
+            return self._userinfo
+        credential = credentials.for_url(self._credentials, str(url))
+        if credential is not None:
+            return credential.value
+        return self._netrc if home else None
 
 
 def _basic_auth(url: httpx2.URL) -> str | None:

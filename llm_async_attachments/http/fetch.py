@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx2
 
-from .. import mime
+from .. import credentials, mime
 from ..caps import Budget, Meter
 from ..config import Config
 from ..errors import (
@@ -120,10 +120,28 @@ async def _fetch(
                     when = deadline.when()
                     assert when is not None
                     gate = CancelGate()
-                    exchange = Exchange(target, source, pool, shard, gate, config.retries, when)
+                    exchange = Exchange(
+                        target,
+                        source,
+                        pool,
+                        shard,
+                        gate,
+                        config.retries,
+                        when,
+                        config.credentials,
+                        await _netrc_for(url, config),
+                    )
                     return await gate.run(work(exchange))
     except NoSlot:
         raise _queue_timeout(source, config) from None
+
+
+async def _netrc_for(url: str, config: Config) -> str | None:
+    """``.netrc``'s Basic auth for ``url``, read on a worker thread, when ``config.netrc``
+    is on and no credential is configured for the URL's origin."""
+    if not config.netrc or credentials.for_url(config.credentials, url) is not None:
+        return None
+    return await asyncio.to_thread(credentials.from_netrc, url)
 
 
 def _queue_timeout(source: str, config: Config) -> AttachmentQueueTimeout:

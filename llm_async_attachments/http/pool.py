@@ -211,6 +211,10 @@ class Pool:
             fullest_transport=fullest,
         )
 
+    def proxied(self, url: httpx2.URL) -> bool:
+        """Whether a request to ``url`` goes through a proxy the environment names."""
+        return self._proxy_for(url) is not None
+
     def _proxy_transport(self, url: httpx2.URL) -> httpx2.AsyncHTTPTransport | None:
         proxy = self._proxy_for(url)
         if proxy is None:

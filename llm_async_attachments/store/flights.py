@@ -11,6 +11,7 @@ a cancellation are the owner's alone: a waiter then does the work itself.
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import Awaitable, Callable, Hashable
 from typing import TypeVar
 
@@ -19,7 +20,10 @@ from ..errors import AttachmentError, AttachmentsTotalTooLarge
 __all__ = ["Flights", "fly", "wait"]
 
 T = TypeVar("T")
-Flights = dict[Hashable, "asyncio.Future[AttachmentError | None]"]
+Flights = weakref.WeakValueDictionary[Hashable, "asyncio.Future[AttachmentError | None]"]
+"""The flights under way, by slot. Held weakly: a flight whose owner is gone without
+finishing (its event loop closed with it in flight) leaves no entry that would keep
+that loop, and what the flight held, alive."""
 
 
 async def wait(flights: Flights, slot: Hashable) -> bool:
@@ -49,5 +53,6 @@ async def fly(flights: Flights, slot: Hashable, work: Callable[[], Awaitable[T]]
         failure = error
         raise
     finally:
-        del flights[slot]
+        if flights.get(slot) is future:
+            del flights[slot]
         future.set_result(failure)

@@ -5,10 +5,11 @@ its response is fresh (``max-age``, ``Expires``); a stale or ``no-cache``
 response is revalidated with ``If-None-Match`` / ``If-Modified-Since``, and a
 ``304`` costs no body; a ``no-store`` response is never kept, in memory or
 on disk. The rules are RFC 9111's, as hishel decides them (see
-``http.caching``). Entries are kept per address policy: content fetched with
+``http.cache_rules``). Entries are kept per address policy: content fetched with
 ``block_private`` off, or with more hosts allowed, never answers a caller
 with a stricter policy. URLs with credentials (``https://user:pw@...``) are
-never shared.
+never shared, and a response fetched with a configured credential (or one
+``.netrc`` may supply) answers only callers that send the same one.
 
 Bodies are held in memory under the process's budget (``memory``); a body
 that leaves memory is written to the disk tier (``disk``), and read back from
@@ -27,6 +28,7 @@ import os
 import sys
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -34,6 +36,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from .. import credentials
 from ..config import Config
 from ..url_text import has_credentials
 from . import flights, memory
@@ -79,10 +82,12 @@ def _freshness(rules: ModuleType, url: str, stored: Stored) -> float:
     return time.time() + float(rules.fresh_for(url, _http_layer.REQUEST_HEADERS, stored))
 
 
-_Key = tuple[str, bool, frozenset[str]]
+_Key = tuple[str, bool, frozenset[str], str]
+"""URL, address policy, and who asked: the fingerprint of the credential sent to the URL's
+origin, ``netrc`` if ``.netrc`` may supply one, or nothing."""
 _entries: OrderedDict[_Key, _Entry] = OrderedDict()
 _entries_lock = threading.Lock()
-_flights: flights.Flights = {}
+_flights: flights.Flights = weakref.WeakValueDictionary()
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +121,7 @@ async def content(
     """
     if has_credentials(url):
         return await _download(_Ask(url, None, meter, config, wanted, lease))
-    ask = _Ask(url, (url, settings.block_private, settings.allow), meter, config, wanted, lease)
+    ask = _Ask(url, _key_of(url, config), meter, config, wanted, lease)
     flight = (asyncio.get_running_loop(), url, settings)
     # One fetch at a time per URL and settings on a loop: the others then find it cached.
     # A failure is shared with those waiting, as a copy each (see ``flights``): a hundred
@@ -286,9 +291,16 @@ async def _scan(tier: DiskTier) -> None:
     await asyncio.shield(scanning)
 
 
+def _key_of(url: str, config: Config) -> _Key:
+    credential = credentials.for_url(config.credentials, url)
+    asker = credential.fingerprint if credential else ("netrc" if config.netrc else "")
+    return (url, config.block_private, frozenset(config.allow), asker)
+
+
 def _disk_key(key: _Key) -> str:
-    url, block_private, allow = key
-    return "\n".join([url, "private-blocked" if block_private else "open", *sorted(allow)])
+    url, block_private, allow, asker = key
+    policy = "private-blocked" if block_private else "open"
+    return "\n".join([url, policy, *sorted(allow), *([f"asker {asker}"] if asker else [])])
 
 
 _tiers: dict[tuple[str, int], DiskTier] = {}
@@ -314,7 +326,7 @@ def _default_directory() -> str:
 def read_back(url: str, config: Config) -> bytes | None:
     """The body kept for ``url`` under ``config``'s policy, from memory or, blocking,
     from disk; ``None`` if none is kept. For sync reads that prepare did not foresee."""
-    entry = _entries.get((url, config.block_private, frozenset(config.allow)))
+    entry = _entries.get(_key_of(url, config))
     if entry is None:
         return None
     data = entry.blob.read()
@@ -327,7 +339,7 @@ def read_back(url: str, config: Config) -> bytes | None:
 
 async def fetch_type(url: str, config: Config) -> tuple[str | None, int]:
     """The type of ``url``: from a fresh cached response, else by ``HEAD`` (see the HTTP layer)."""
-    entry = _entries.get((url, config.block_private, frozenset(config.allow)))
+    entry = _entries.get(_key_of(url, config))
     if entry is not None and entry.fresh():
         return entry.stored.content_type, 0
     http = _http_layer or await _http()

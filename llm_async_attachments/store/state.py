@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import threading
+import weakref
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Literal, NamedTuple
@@ -33,6 +34,7 @@ from .keyed_ref import KeyedRef
 
 if TYPE_CHECKING:
     from ..config import Config
+    from ..credentials import Credential
     from .memory import Blob
 
 __all__ = [
@@ -67,7 +69,8 @@ class FetchKey(NamedTuple):
     ``max_bytes`` decides whether content is refused as too large;
     ``block_private`` and ``allow`` which addresses may be reached;
     ``timeout``, ``deadline``, ``retries`` and ``fetch_queue_timeout``
-    whether a slow, flaky or busy server fails. Not in it:
+    whether a slow, flaky or busy server fails; ``credentials`` and ``netrc``
+    what a server that checks them answers. Not in it:
     ``max_total_bytes`` (a refusal of one call's budget is that call's own,
     never shared), ``concurrency`` (when a fetch runs, not
     what it returns) and the guard and bridge settings. A field added to
@@ -81,6 +84,8 @@ class FetchKey(NamedTuple):
     deadline: float
     retries: int
     fetch_queue_timeout: float
+    credentials: tuple[Credential, ...]
+    netrc: bool
 
 
 def fetch_key(config: Config) -> FetchKey:
@@ -93,20 +98,28 @@ def fetch_key(config: Config) -> FetchKey:
         deadline=config.deadline,
         retries=config.retries,
         fetch_queue_timeout=config.fetch_queue_timeout,
+        credentials=config.credentials,
+        netrc=config.netrc,
     )
 
 
 def covers(fetched: FetchKey | None, caller: FetchKey) -> bool:
     """Whether a URL result fetched under ``fetched`` may answer ``caller``.
 
-    Only the address policy matters here: a result fetched with
-    ``block_private`` off (or with more hosts allowed) may come from an
-    address the caller refuses, so the caller must fetch under its own
-    policy. A success is a success whatever its timeouts; its size is checked
-    against the caller's ``max_bytes`` by whoever reads the content.
+    Only one fetched with the same credentials may: what a server answers one
+    caller's token is not another's. Beyond that, only the address policy
+    matters: a result fetched with ``block_private`` off (or with more hosts
+    allowed) may come from an address the caller refuses, so the caller must
+    fetch under its own policy. A success is a success whatever its timeouts;
+    its size is checked against the caller's ``max_bytes`` by whoever reads
+    the content.
     """
-    if fetched is None or not caller.block_private:
-        return fetched is not None
+    if fetched is None:
+        return False
+    if (fetched.credentials, fetched.netrc) != (caller.credentials, caller.netrc):
+        return False
+    if not caller.block_private:
+        return True
     return fetched.block_private and fetched.allow <= caller.allow
 
 
@@ -139,7 +152,7 @@ class Prepared:
     content_key: FetchKey | None = None
     """For a URL: the key its ``content`` was fetched under."""
     _basis: tuple[object, ...] = field(default=(), repr=False)
-    _flights: flights.Flights = field(default_factory=dict, repr=False)
+    _flights: flights.Flights = field(default_factory=weakref.WeakValueDictionary, repr=False)
 
     @property
     def content(self) -> bytes | None:
@@ -159,10 +172,11 @@ class Prepared:
 
     def __getstate__(self) -> dict[str, Any]:
         # Flights are futures of a running loop: a copy or pickle has none.
-        return {**self.__dict__, "_flights": {}}
+        return {**self.__dict__, "_flights": None}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+        self._flights = weakref.WeakValueDictionary()
 
 
 def _basis_of(attachment: object) -> tuple[object, ...]:

@@ -380,6 +380,7 @@ class HostileFileServer(FileServer):
     def __init__(self, host: str = "127.0.0.1") -> None:
         super().__init__(host)
         self.hosts: list[str] = []
+        self.authorizations: list[str | None] = []  # each request's Authorization header
         """The ``Host`` header of every request, in the order of :attr:`requests`."""
         self._hits: dict[str, int] = {}
 
@@ -416,12 +417,14 @@ class HostileFileServer(FileServer):
         super().reset()
         with self._lock:
             self.hosts.clear()
+            self.authorizations.clear()
             self._hits.clear()
 
     def _record(self, request: FileHandler) -> None:
         with self._lock:
             self.requests.append((request.command, urlsplit(request.path).path))
             self.hosts.append(request.headers.get("Host", ""))
+            self.authorizations.append(request.headers.get("Authorization"))
 
     def _hit(self, key: str) -> int:
         """Count a request to ``key``; return how many there have been."""

@@ -76,12 +76,13 @@ def _unregister_llm_openai_plugin() -> None:
     each, growing, measured with llm 0.36 and llm-openai-plugin 0.7. That is the
     plugin's cost, not attachment I/O, yet it would fail every test that looks a
     model up on a loop. tests/integration/test_url_support.py instantiates its classes instead.
+    llm-gemini (0.35) is taken out for the same reason: 26 ms per lookup.
     """
     from llm.plugins import load_plugins, pm
 
     load_plugins()
     for name, plugin in pm.list_name_plugin():
-        if getattr(plugin, "__name__", None) == "llm_openai":
+        if getattr(plugin, "__name__", None) in ("llm_openai", "llm_gemini"):
             pm.set_blocked(name)
 
 

@@ -6,7 +6,8 @@ a model declares, and what it was seen to read, into a :class:`Plan`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+import re
+from collections.abc import Callable, Collection, Iterable
 from typing import TYPE_CHECKING, Any
 
 from .. import mime
@@ -19,14 +20,22 @@ __all__ = ["Plan", "UrlPolicy"]
 
 
 class UrlPolicy:
-    """A model's ``supports_attachment_urls``: which URL attachments it takes as URLs.
+    r"""A model's ``supports_attachment_urls``: which URL attachments it takes as URLs.
 
     ``True`` means every type, a string or collection of MIME patterns
     (``"image/*"``, ``"application/pdf"``) means those types, and anything
     false means none: their content is fetched and inlined.
+
+    ``typed``: URLs the model takes as they are, as a type of their own, by
+    regular expression (``[("video/youtube", [r"^https://youtu\.be/"])]``): their
+    type is known without any request, and they are never fetched.
     """
 
-    def __init__(self, declared: bool | str | Collection[str] | None) -> None:
+    def __init__(
+        self,
+        declared: bool | str | Collection[str] | None,
+        typed: Iterable[tuple[str, Iterable[str]]] = (),
+    ) -> None:
         self.everything = declared is True
         if isinstance(declared, bool) or not declared:
             self.patterns: tuple[str, ...] = ()
@@ -34,6 +43,14 @@ class UrlPolicy:
             self.patterns = (declared,)
         else:
             self.patterns = tuple(declared)
+        self.typed = tuple((re.compile(p), kind) for kind, patterns in typed for p in patterns)
+
+    def type_of(self, url: str) -> str | None:
+        """The type a URL matching one of the ``typed`` patterns is sent as, else ``None``."""
+        for pattern, kind in self.typed:
+            if pattern.match(url):
+                return kind
+        return None
 
     def accepts(self, content_type: str | None) -> bool:
         """Whether a URL attachment of this type goes to the model without its content."""
@@ -84,7 +101,8 @@ class Plan:
 
     def sent_as_url(self, attachment: Any, content_type: str | None) -> bool:
         """Whether ``attachment`` goes to the model as its URL, its content unfetched."""
-        return bool(attachment.url) and self.urls.accepts(content_type)
+        url = attachment.url
+        return bool(url) and (self.urls.accepts(content_type) or self.urls.type_of(url) is not None)
 
     @property
     def refuses_some(self) -> bool:

@@ -193,6 +193,11 @@ class _Run:
             return None
         if is_data_url(attachment.url):
             return self._pending_data(attachment, state, place)
+        typed = self.plan.urls.type_of(attachment.url)
+        if typed is not None:  # sent as it is, its type known from the URL: nothing to do
+            if not attachment.type and state.type is UNSET:
+                state.type, state.type_key = typed, self.key
+            return None
         # Results fetched under a laxer address policy than this call's are not its own.
         found = state.type if covers(state.type_key, self.key) else UNSET
         if not attachment.type and found is UNSET:

@@ -22,7 +22,7 @@ from ..store.memory import Lease
 from .history import collect
 from .install import install
 from .learned_reads import model_key, need
-from .url_support import url_support
+from .url_support import url_patterns, url_support
 
 __all__ = ["plan_for", "prepare_attachments", "prepare_for"]
 
@@ -109,7 +109,7 @@ def plan_for(model: Any, config: Config | None = None) -> Plan:
     types = getattr(model, "attachment_types", None)
     return Plan(
         config,
-        UrlPolicy(url_support(model, config)),
+        UrlPolicy(url_support(model, config), url_patterns(model)),
         learned=lambda content_type, place: need(name, content_type, place),
         accepted=frozenset(types) if types else None,
     )

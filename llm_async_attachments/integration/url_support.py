@@ -23,9 +23,16 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
-from ..config import Config
+from ..config import Config, UrlTypes
 
-__all__ = ["KNOWN_URL_SUPPORT", "UrlDeclaration", "known_url_support", "url_support"]
+__all__ = [
+    "KNOWN_URL_SUPPORT",
+    "UrlDeclaration",
+    "known_declaration",
+    "known_url_support",
+    "url_patterns",
+    "url_support",
+]
 
 _ABSENT = object()
 
@@ -46,6 +53,9 @@ class UrlDeclaration:
     """The methods whose code puts attachments into the request."""
     types: frozenset[str]
     """MIME patterns whose URL attachments those methods send as URLs."""
+    url_types: UrlTypes = ()
+    r"""URLs those methods send as they are, as a type of their own, by regular expression:
+    ``(("video/youtube", (r"^https://youtu\.be/",)),)``. Known without any request."""
 
     def covers(self, model: Any, declared: type) -> bool:
         """Whether ``model``, an instance of ``declared`` or a subclass, builds payloads as read."""
@@ -58,8 +68,10 @@ class UrlDeclaration:
         return present
 
 
-def _declare(cls: str, methods: tuple[str, ...], *types: str) -> UrlDeclaration:
-    return UrlDeclaration(cls, methods, frozenset(types))
+def _declare(
+    cls: str, methods: tuple[str, ...], *types: str, url_types: UrlTypes = ()
+) -> UrlDeclaration:
+    return UrlDeclaration(cls, methods, frozenset(types), url_types)
 
 
 _LLM = "llm.default_plugins.openai_models"
@@ -97,6 +109,26 @@ KNOWN_URL_SUPPORT: tuple[UrlDeclaration, ...] = (
     # audio an inlined input_audio. 0.1 has no _build_messages, so is not covered.
     _declare("llm_openai.ResponsesModel", ("_build_messages",), "image/*"),
     _declare("llm_openai.AsyncResponsesModel", ("_build_messages",), "image/*"),
+    # llm-gemini, read in 0.35: _SharedGemini.build_messages gives each attachment the
+    # type of the module's resolve_type(), "video/youtube" for a YouTube URL (its
+    # is_youtube_url() patterns, below), and _build_attachment_part sends that as
+    # fileData.fileUri, the URL as it is; every other attachment is inlined as base64.
+    # llm alone resolves the type first, with a HEAD to YouTube that answers text/html,
+    # and llm's own check then refuses the attachment (llm-gemini issue 62).
+    _declare(
+        "llm_gemini._SharedGemini",
+        ("build_messages", "_build_attachment_part"),
+        url_types=(
+            (
+                "video/youtube",
+                (
+                    r"^https?://(www\.)?youtube\.com/watch\?v=",
+                    r"^https?://youtu\.be/",
+                    r"^https?://(www\.)?youtube\.com/embed/",
+                ),
+            ),
+        ),
+    ),
 )
 
 
@@ -104,7 +136,13 @@ _BY_CLASS = {declaration.cls: declaration for declaration in KNOWN_URL_SUPPORT}
 
 
 def known_url_support(model: Any) -> frozenset[str] | None:
-    """What :data:`KNOWN_URL_SUPPORT` says ``model`` takes as URLs; ``None`` if it says nothing.
+    """What :data:`KNOWN_URL_SUPPORT` says ``model`` takes as URLs; ``None`` if it says nothing."""
+    declaration = known_declaration(model)
+    return None if declaration is None else declaration.types
+
+
+def known_declaration(model: Any) -> UrlDeclaration | None:
+    """The declaration of :data:`KNOWN_URL_SUPPORT` that covers ``model``, if any.
 
     The nearest declared class in the model's MRO decides: if the model
     overrides its payload methods, the answer is ``None``, not a parent's.
@@ -121,14 +159,14 @@ def known_url_support(model: Any) -> frozenset[str] | None:
 
 
 _METHODS = frozenset(name for declaration in KNOWN_URL_SUPPORT for name in declaration.methods)
-_by_type: dict[type, frozenset[str] | None] = {}
+_by_type: dict[type, UrlDeclaration | None] = {}
 
 
-def _known(model: Any) -> frozenset[str] | None:
+def _known(model: Any) -> UrlDeclaration | None:
     for cls in type(model).__mro__:
         declaration = _BY_CLASS.get(f"{cls.__module__}.{cls.__qualname__}")
         if declaration is not None:
-            return declaration.types if declaration.covers(model, cls) else None
+            return declaration if declaration.covers(model, cls) else None
     return None
 
 
@@ -150,3 +188,14 @@ def url_support(model: Any, config: Config) -> bool | str | Collection[str]:
         return declared
     known = known_url_support(model)
     return False if known is None else known
+
+
+def url_patterns(model: Any) -> UrlTypes:
+    """The URLs ``model`` sends on as they are, as a type of their own, by pattern: its own
+    ``attachment_url_patterns`` (a mapping of type to regular expressions) if it has
+    any, else :data:`KNOWN_URL_SUPPORT`'s."""
+    declared = getattr(model, "attachment_url_patterns", None)
+    if declared:
+        return tuple((kind, tuple(patterns)) for kind, patterns in declared.items())
+    declaration = known_declaration(model)
+    return () if declaration is None else declaration.url_types

@@ -14,7 +14,7 @@ import contextlib
 import dataclasses
 import json
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 import llm
@@ -23,8 +23,13 @@ import respx
 
 import llm_async_attachments as laa
 from llm_async_attachments.config import Config
-from llm_async_attachments.integration.url_support import KNOWN_URL_SUPPORT, url_support
+from llm_async_attachments.integration.url_support import (
+    KNOWN_URL_SUPPORT,
+    url_patterns,
+    url_support,
+)
 from llm_async_attachments.testing import samples
+from tests.support.models import Carrier
 
 # Both plugins build new API clients, loading TLS certificates on the event loop, for
 # every prompt: llm-mistral 0.16 two (the mistralai SDK makes a sync and an async
@@ -364,3 +369,84 @@ async def test_a_configured_model_takes_its_urls_unfetched(file_server, media):
     use(url_support=())
     with pytest.raises(laa.AttachmentTooLarge):  # fetched: 64 KiB is over max_bytes
         await model.prompt("x", attachments=[llm.Attachment(url=media.png)]).text()
+
+
+# --- URLs sent as a type of their own, by pattern ------------------------------------
+
+YOUTUBE = "https://www.youtube.com/watch?v=dQw4w9WgXcQ"
+GEMINI_ANSWER = [
+    {
+        "candidates": [{"content": {"parts": [{"text": "a video"}], "role": "model"}}],
+        "usageMetadata": {"promptTokenCount": 3, "candidatesTokenCount": 2},
+        "modelVersion": "gemini-loopback",
+    }
+]
+
+
+@pytest.fixture
+def gemini_model():
+    """llm-gemini's own async class, as its register_models() makes it (>= 0.35, whose
+    payload methods the declaration names; older releases get no declaration)."""
+    llm_gemini = pytest.importorskip("llm_gemini")
+    model = llm_gemini.AsyncGeminiPro("gemini-2.5-flash")
+    if not url_patterns(model):
+        pytest.skip("this llm-gemini builds its payload in methods the declaration does not name")
+    return laa.prepare_before_execute(model)
+
+
+async def test_llm_gemini_sends_a_youtube_url_as_file_data_with_no_request_to_youtube(
+    gemini_model,
+):
+    sent = []
+
+    def answer(request):
+        sent.append(json.loads(request.content))
+        return httpx.Response(200, json=GEMINI_ANSWER)
+
+    # llm-gemini posts to Google's API with encode's httpx (respx's default mocker); the
+    # package's own fetches go through httpcore2, where any request to YouTube would show.
+    with (
+        respx.mock(assert_all_called=False) as api,
+        respx.mock(using="httpcore2", assert_all_called=False) as ours,
+    ):
+        api.post(host="generativelanguage.googleapis.com").mock(side_effect=answer)
+        youtube = ours.route(host__regex=r"(www\.)?youtube\.com|youtu\.be")
+        video = llm.Attachment(url=YOUTUBE)
+        text = await gemini_model.prompt("what is this?", attachments=[video], key="k").text()
+
+    assert text == "a video"
+    assert not youtube.called
+    (body,) = sent
+    parts = body["contents"][-1]["parts"]
+    assert {"fileData": {"mimeType": "video/youtube", "fileUri": YOUTUBE}} in parts
+    assert video.resolve_type() == "video/youtube"  # prepared: no I/O
+
+
+async def test_a_model_declares_its_own_url_patterns(file_server):
+    class Clips(Carrier):
+        attachment_types = frozenset({"video/clip"})
+        attachment_url_patterns: ClassVar = {"video/clip": (r"^https?://clips\.test/",)}
+
+    clip = llm.Attachment(url="https://clips.test/c/1")
+    prompt = llm.Prompt("x", Clips(), attachments=[clip])
+
+    summary = await laa.prepare_attachments(prompt)
+
+    assert summary.requests == 0 and file_server.requests == []
+    assert clip.resolve_type() == "video/clip"
+
+
+def test_the_gemini_declaration_matches_llm_geminis_own_patterns():
+    llm_gemini = pytest.importorskip("llm_gemini")
+    if not hasattr(llm_gemini, "is_youtube_url"):
+        pytest.skip("this llm-gemini has no YouTube support")
+    (declaration,) = [d for d in KNOWN_URL_SUPPORT if d.cls == "llm_gemini._SharedGemini"]
+    ((kind, patterns),) = declaration.url_types
+    policy = laa.UrlPolicy(False, [(kind, patterns)])
+    for url in (
+        YOUTUBE,
+        "https://youtu.be/dQw4w9WgXcQ",
+        "https://youtube.com/embed/x",
+        "https://example.com/v",
+    ):
+        assert (policy.type_of(url) == "video/youtube") == llm_gemini.is_youtube_url(url), url

@@ -41,8 +41,10 @@ async def prepare_attachments(
     (including attachments that responses produced), then, concurrently:
 
     * resolves each missing type: an explicit ``type`` wins; paths and bytes
-      are sniffed as llm does; URLs by ``HEAD``, or from the ``GET`` that
-      fetches their content;
+      are sniffed as llm does; a URL matching one of the model's URL patterns
+      (``attachment_url_patterns``) gets that pattern's type with no request;
+      other URLs by ``HEAD``, or from the ``GET`` that fetches their content;
+      ``data:`` URLs are decoded where they are;
     * reads the content of paths and URLs, within ``config.max_bytes`` per
       attachment and ``config.max_total_bytes`` for the call; except that
       content is not read for types the model takes as URLs (see

@@ -25,6 +25,7 @@ from contextvars import ContextVar
 from typing import Any, Literal
 
 from ..core.needs import Need, Place
+from ..store.state import same_fields
 
 __all__ = ["WATCHING", "Execution", "Method", "current", "forget", "model_key", "need"]
 
@@ -93,9 +94,8 @@ class Execution:
         """The attachment offered to this execution that ``attachment`` is a copy of (the
         same class, type, path, URL and content), or ``None``: a plugin that copies a
         prepared attachment in ``execute()`` reads the copy as the original."""
-        fields = _fields(attachment)
         for offered, _place in self._offered.values():
-            if type(offered) is type(attachment) and _fields(offered) == fields:
+            if type(offered) is type(attachment) and same_fields(offered, attachment):
                 return offered
         return None
 
@@ -112,10 +112,6 @@ class Execution:
             by_kind.setdefault(kind, set()).update(self._read.get(key, ()))
         for kind, read in by_kind.items():
             _learn(kind, read, finished=finished)
-
-
-def _fields(attachment: Any) -> tuple[Any, ...]:
-    return (attachment.type, attachment.path, attachment.url, attachment.content)
 
 
 WATCHING: ContextVar[Execution | None] = ContextVar("llm_async_attachments_execution", default=None)

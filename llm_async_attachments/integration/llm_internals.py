@@ -53,7 +53,6 @@ _ID = "_id"
 _EXPLICIT_MESSAGES = "_explicit_messages"
 _DONE = "_done"
 _CANONICAL_ATTACHMENT = "_canonical_attachment"
-_ABSENT: Any = object()
 
 
 def attachment_id(attachment: Any) -> str | None:

@@ -44,6 +44,7 @@ __all__ = [
     "covers",
     "fetch_key",
     "peek",
+    "same_fields",
     "single_flight",
     "state_of",
 ]
@@ -181,6 +182,11 @@ class Prepared:
 
 def _basis_of(attachment: object) -> tuple[object, ...]:
     return tuple(getattr(attachment, name, None) for name in ("type", "path", "url", "content"))
+
+
+def same_fields(one: object, other: object) -> bool:
+    """Whether two attachments have the fields a state is computed from in common."""
+    return _same_basis(_basis_of(one), _basis_of(other))
 
 
 def _same_basis(kept: tuple[object, ...], now: tuple[object, ...]) -> bool:

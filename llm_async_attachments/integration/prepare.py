@@ -10,6 +10,7 @@ what the model declares (``url_support``) and was seen to read
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -53,11 +54,14 @@ async def prepare_attachments(
       for kinds of attachments the model was seen not to read (``model``
       defaults to ``prompt.model``).
 
-    Results are cached for each attachment object, under the process's memory
-    budget (``config.cache_bytes``), and URL responses are shared between
-    attachment objects as HTTP's caching rules allow; so afterwards its sync
+    What it prepared stays prepared for as long as ``prompt`` lives: its sync
     ``resolve_type()``, ``content_bytes()``, ``base64_content()`` and ``id()``
-    do no I/O, and preparing again (the next turn) fetches nothing. A cached
+    then do no I/O, whatever the memory budget (``config.cache_bytes``) and
+    whatever the responses' ``Cache-Control`` (``no-store`` content is held
+    for this prompt only: never shared, never written to disk). The budget
+    bounds what is kept beyond the prompts that hold content: URL responses
+    are shared between attachment objects as HTTP's caching rules allow, so
+    preparing again (the next turn) fetches nothing. A cached
     result serves a later call only if that call's ``config`` could have
     produced it: content over its ``max_bytes`` raises
     [`AttachmentTooLarge`][] without a fetch, and a URL fetched with
@@ -67,12 +71,26 @@ async def prepare_attachments(
     exception is this call's own object, never one another call raises too.
     """
     install()  # so that llm.Attachment's sync reads find what this prepares
-    with Lease(0) as lease:
-        model = model or getattr(prompt, "model", None)
+    lease = Lease(0)
+    model = model or getattr(prompt, "model", None)
+    try:
         summary, _placed = await prepare_for(
             prompt, conversation, lambda: plan_for(model, config), lease
         )
+    except BaseException:
+        lease.release()
+        raise
+    _hold_while_alive(prompt, lease)
     return summary
+
+
+def _hold_while_alive(prompt: Any, lease: Lease) -> None:
+    """What ``lease`` holds stays in memory until ``prompt`` is collected (at once if it
+    cannot be referenced weakly: then its content is under the budget like any other)."""
+    try:
+        weakref.finalize(prompt, lease.release)
+    except TypeError:
+        lease.release()
 
 
 async def prepare_for(

@@ -268,3 +268,35 @@ async def test_each_hosts_attachments_take_turns_so_one_slow_host_keeps_none_wai
     # The quick one and the slow host's first start together (which the servers see
     # first is a race); without the turns, it would wait behind two or more slow ones.
     assert slow_requests_before_quick <= 1
+
+
+@pytest.mark.parametrize("cache_control", ["max-age=600", "no-store", None])
+async def test_what_a_caller_prepared_stays_prepared_while_it_holds_the_prompt(
+    file_server, echo, cache_control
+):
+    """Whatever the budget and Cache-Control: sync reads after prepare_attachments do
+    no I/O while the caller holds the prompt; the budget applies again once it is gone."""
+    headers = [("Cache-Control", cache_control)] if cache_control else []
+    bodies = {
+        f"/held-{cache_control}-{i}.png": samples.sized("png", 64 * 1024 + i) for i in range(6)
+    }
+    urls = [
+        file_server.add(path, body, content_type="image/png", headers=headers)
+        for path, body in bodies.items()
+    ]
+    config = dataclasses.replace(laa.get_config(), cache_bytes=1024, disk_cache_bytes=0)
+    prompt = llm.Prompt(
+        "hold", echo, attachments=[llm.Attachment(url=url) for url in urls], options=echo.Options()
+    )
+    await laa.prepare_attachments(prompt, config=config)
+    fetched = file_server.count()
+    gc.collect()  # nothing the caller holds leaves memory, over budget as it is
+    for attachment, body in zip(prompt.attachments, bodies.values(), strict=True):
+        assert attachment.content_bytes() == body  # the strict guard: no I/O here
+        assert attachment.resolve_type() == "image/png"
+    assert file_server.count() == fetched
+    attachments = list(prompt.attachments)
+    del prompt, attachment
+    gc.collect()
+    # The prompt is gone: its content is under the budget again, and 1 KiB holds none.
+    assert all(peek(attachment).content is None for attachment in attachments)

@@ -1,7 +1,8 @@
 """Print pyproject.toml's runtime dependencies pinned to their lower bounds, as pip constraints.
 
-``make test-oldest`` installs with these, so every ``>=`` in ``[project.dependencies]``
-is a version the test suite has run on. A dependency without a lower bound is an error:
+``make test-oldest`` installs with these, so every ``>=`` in ``[project.dependencies]``,
+and in the extras that add a runtime feature (:data:`RUNTIME_EXTRAS`: ``redis``, the
+fleet tier), is a version the test suite has run on. A dependency without a lower bound is an error:
 an untested floor is a guess. With ``--check``, exit 1 unless the running Python has
 exactly those versions installed (run by ``make test-oldest`` before the suite).
 """
@@ -17,8 +18,14 @@ PYPROJECT = Path(__file__).resolve().parent.parent / "pyproject.toml"
 _LOWER = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:\[[^\]]*\])?\s*>=\s*([^,;\s]+)")
 
 
+RUNTIME_EXTRAS = ("redis",)
+
+
 def lower_bounds(pyproject: Path = PYPROJECT) -> list[str]:
-    dependencies = tomllib.loads(pyproject.read_text())["project"]["dependencies"]
+    project = tomllib.loads(pyproject.read_text())["project"]
+    dependencies = list(project["dependencies"])
+    for extra in RUNTIME_EXTRAS:
+        dependencies += project["optional-dependencies"][extra]
     pins = []
     for requirement in dependencies:
         match = _LOWER.match(requirement)

@@ -35,8 +35,11 @@ if TYPE_CHECKING:
     from .errors import AttachmentTimeout as AttachmentTimeout
     from .errors import AttachmentTooLarge as AttachmentTooLarge
     from .errors import BlockingAttachmentAccessError as BlockingAttachmentAccessError
+    from .errors import CacheWarning as CacheWarning
     from .errors import ConfigurationError as ConfigurationError
     from .errors import ConfigurationWarning as ConfigurationWarning
+    from .errors import DiskCacheWarning as DiskCacheWarning
+    from .errors import SharedCacheWarning as SharedCacheWarning
     from .errors import TooManyRedirects as TooManyRedirects
     from .errors import UnsupportedAttachmentURL as UnsupportedAttachmentURL
     from .integration.async_attachment import AsyncAttachment as AsyncAttachment

@@ -19,7 +19,7 @@ import click
 import llm
 
 from .caps import human
-from .config import Config, environment_problems, get_config, variable
+from .config import Config, environment_problems, get_config, kind_of, variable
 from .core.prepare import PrepareSummary
 from .credentials import Credential
 from .errors import AttachmentError, ConfigurationError, redact
@@ -204,6 +204,8 @@ def _value(field: dataclasses.Field[Any], value: Any) -> str:
     """A config value as people read it; new fields need no change here to show up."""
     if value is None:
         return "none"
+    if isinstance(value, str) and kind_of(field).secret:  # a URL with a password in it
+        return redact(value)
     if field.name.endswith("_bytes"):
         return human(value)
     if isinstance(value, bool):

@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Literal, get_args
+from urllib.parse import urlsplit
 
 from . import credentials
 from .caps import human
@@ -271,6 +272,39 @@ URL_TYPES = Kind(
 )
 
 
+def _parse_cache_url(raw: str) -> str:
+    if raw.partition("://")[0].lower() not in _CACHE_SCHEMES:
+        raise ValueError(f"the scheme is not one of {', '.join(sorted(_CACHE_SCHEMES))}")
+    if not _cache_url(raw):
+        raise ValueError("no host or socket path, or a port that is not a number")
+    return raw
+
+
+def _cache_url(value: object) -> bool:
+    if value is None:
+        return True
+    if not isinstance(value, str):
+        return False
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        return False
+    if parts.scheme.lower() == "unix":
+        return bool(parts.path)
+    return parts.scheme.lower() in _CACHE_SCHEMES and bool(parts.hostname)
+
+
+_CACHE_SCHEMES = frozenset({"redis", "rediss", "unix"})
+CACHE_URL = Kind(
+    _parse_cache_url,
+    _cache_url,
+    "a redis://, rediss:// or unix:// URL, or None",
+    "a redis://host:port/db, rediss://host:port/db or unix:///path/to/socket URL "
+    "(a password in it is never shown); unset for none",
+    "redis://127.0.0.1:6379/0",
+    secret=True,
+)
 CREDENTIALS = Kind(
     credentials.parse,
     credentials.valid,
@@ -442,6 +476,16 @@ class Config:
             DIRECTORY,
             "Directory of the on-disk cache; unset: `$XDG_CACHE_HOME/llm-async-attachments` "
             "(`~/.cache/llm-async-attachments`).",
+        ),
+    )
+    shared_cache_url: str | None = field(
+        default=None,
+        repr=False,  # it may hold a password
+        metadata=_setting(
+            CACHE_URL,
+            "Redis (or Valkey) that every machine of a fleet shares URL responses through, "
+            "below memory and the disk (needs the `redis` extra); unset: none. See "
+            "Deploying with many workers.",
         ),
     )
     credentials: tuple[Credential, ...] = field(

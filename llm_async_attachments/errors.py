@@ -13,10 +13,14 @@ deliberately not an ``AttachmentError``: an app that answers
 ``AttachmentError`` with a 4xx must not blame its users for its own
 configuration. :class:`ConfigurationWarning` reports an invalid environment
 variable once, when sync llm carries on with the default.
+:class:`CacheWarning` reports a cache tier (the disk, Redis) that cannot be
+used as it should: the cache carries on without it, and no caller sees an
+exception.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any, Self
 from urllib.parse import urlsplit, urlunsplit
 
@@ -31,8 +35,11 @@ __all__ = [
     "AttachmentTooLarge",
     "AttachmentsTotalTooLarge",
     "BlockingAttachmentAccessError",
+    "CacheWarning",
     "ConfigurationError",
     "ConfigurationWarning",
+    "DiskCacheWarning",
+    "SharedCacheWarning",
     "TooManyRedirects",
     "UnsupportedAttachmentURL",
 ]
@@ -199,16 +206,38 @@ class ConfigurationWarning(UserWarning):
     """
 
 
+class CacheWarning(RuntimeWarning):
+    """A cache tier could not do its work; content comes from memory and the network.
+
+    Issued once per tier and kind of failure (a full disk, a directory others
+    can write, a server that does not answer), with what failed and what to
+    check. Preparing goes on: a failed write keeps nothing, a failed read is a
+    miss.
+    """
+
+
+class DiskCacheWarning(CacheWarning):
+    """The disk tier (``disk_cache_dir``) failed, or was refused as unsafe."""
+
+
+class SharedCacheWarning(CacheWarning):
+    """The fleet tier (``shared_cache_url``: Redis or Valkey) failed or is unreachable."""
+
+
+_QUERY_PASSWORD = re.compile(r"(?i)([?&]password=)[^&#]*")
 _DATA_SHOWN = 48  # characters of a data: URL shown in messages
 
 
 def redact(url: str) -> str:
-    """``https://user:secret@host/x`` -> ``https://user:***@host/x``, for messages and logs.
+    """``https://user:secret@host/x`` -> ``https://user:***@host/x``, for messages and logs;
+    a ``password=`` query value (as Redis URLs may carry) is hidden too.
 
     A long ``data:`` URL is cut to its start and its length: its bytes are no name.
     """
     if url[:5].lower() == "data:" and len(url) > _DATA_SHOWN:
         return f"{url[:_DATA_SHOWN]}... ({len(url):,} characters)"
+    if "password=" in url.lower():
+        url = _QUERY_PASSWORD.sub(r"\1***", url)
     if "@" not in url:
         return url  # no credentials: the common case, without parsing
     try:

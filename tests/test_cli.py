@@ -359,3 +359,14 @@ def test_llm_command_line_has_the_group(tmp_path, monkeypatch):
 
     assert result.exit_code == 0, result.output
     assert row(result.stdout, "requests") == ["requests", "0"]
+
+
+def test_status_shows_the_shared_cache_without_its_password(run):
+    laa.configure(laa.Config(shared_cache_url="redis://:hunter2@127.0.0.1:6379/0?password=x2"))
+
+    result = run("status")
+
+    assert result.exit_code == 0, result.output
+    assert row(result.output, "shared_cache_url")[1] == "redis://:***@127.0.0.1:6379/0?password=***"
+    assert "hunter2" not in result.output and "x2" not in result.output
+    assert "hunter2" not in repr(laa.get_config())

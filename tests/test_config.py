@@ -33,6 +33,7 @@ from llm_async_attachments.credentials import Credential
 
 MiB = 1024 * 1024
 FIELDS = [each.name for each in dataclasses.fields(Config)]
+FIELD_OF = {each.name: each for each in dataclasses.fields(Config)}
 
 
 def test_defaults_are_the_documented_ones():
@@ -65,6 +66,7 @@ def test_every_field_has_an_environment_override():
         "LLM_ASYNC_ATTACHMENTS_CACHE_BYTES": "64MiB",
         "LLM_ASYNC_ATTACHMENTS_DISK_CACHE_BYTES": "0",
         "LLM_ASYNC_ATTACHMENTS_DISK_CACHE_DIR": "~/attachments",
+        "LLM_ASYNC_ATTACHMENTS_SHARED_CACHE_URL": "redis://:pw@127.0.0.1:6379/2",
         "LLM_ASYNC_ATTACHMENTS_CREDENTIALS": " https://Files.test=Bearer a=b ; http://x.test:8080/=k",
         "LLM_ASYNC_ATTACHMENTS_NETRC": "1",
     }
@@ -89,6 +91,7 @@ def test_every_field_has_an_environment_override():
         cache_bytes=64 * MiB,
         disk_cache_bytes=0,
         disk_cache_dir=os.path.expanduser("~/attachments"),
+        shared_cache_url="redis://:pw@127.0.0.1:6379/2",
         credentials=(
             Credential("https://files.test:443", "Bearer a=b"),
             Credential("http://x.test:8080", "k"),
@@ -210,7 +213,7 @@ def test_any_text_in_any_variable_is_a_config_or_a_configuration_error(name, tex
     except ConfigurationError as error:
         assert error.setting == variable(name)
         assert f", for example {variable(name)}=" in str(error)
-        if name == "credentials":  # a secret: never repeated, whatever its text
+        if kind_of(FIELD_OF[name]).secret:  # never repeated, whatever its text
             assert error.value == "(hidden)"
             assert f"{variable(name)} (" in str(error)
         else:
@@ -371,3 +374,30 @@ async def test_async_use_raises_a_configuration_error(invalid_environment, file_
     with pytest.raises(ConfigurationError):
         await laa.AsyncAttachment(url=url).content_bytes()
     assert file_server.requests == []  # refused before any I/O
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ("http://:secret@cache.test:6379/0", "the scheme is not one of redis, rediss, unix"),
+        ("redis://:secret@:6379/0", "no host or socket path"),
+        ("redis://:secret@cache.test:port/0", "a port that is not a number"),
+        ("unix://", "no host or socket path"),
+    ],
+)
+def test_an_invalid_shared_cache_url_never_shows_its_password(value, reason):
+    name = "LLM_ASYNC_ATTACHMENTS_SHARED_CACHE_URL"
+    with pytest.raises(ConfigurationError) as caught:
+        Config.from_env({name: value})
+    assert reason in str(caught.value) and "secret" not in str(caught.value)
+    assert caught.value.value == "(hidden)"
+    with pytest.raises(ConfigurationError) as caught:
+        Config(shared_cache_url=value)
+    assert "secret" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "url", ["redis://127.0.0.1:6379/0", "rediss://:pw@cache.test:6380/2", "unix:///run/r.sock?db=1"]
+)
+def test_shared_cache_urls_of_each_scheme_are_accepted(url):
+    assert Config.from_env({"LLM_ASYNC_ATTACHMENTS_SHARED_CACHE_URL": url}).shared_cache_url == url

@@ -1,437 +1,491 @@
-"""A bounded on-disk cache of bodies: the tier that content evicted from memory goes to.
+"""The disk tier: one SQLite database shared by every process on the machine.
 
-A :class:`DiskTier` is a directory of files, one per key, with a size limit;
-the least recently used leave first. It knows nothing of llm or HTTP: a key
-is any string (a URL and the settings it was fetched with), a body is bytes,
-and ``meta`` is whatever small bytes the caller keeps with it.
+A :class:`DiskTier` keeps records (see ``tier``) in :data:`DATABASE` in its
+directory, in WAL mode: readers never wait for a writer, and every process
+that opens the file sees what the others wrote as soon as it is committed.
+A record is one row (key, version, meta, body, and their SHA-256, checked on
+every read: SQLite checks its own structure, not what a page holds), so a
+body and the headers it came with are written, replaced and removed together;
+a ``304`` refreshes the row only if it is still the version the request was
+conditioned on.
 
-Layout: each file is named for the SHA-256 of its key, in one of 256
-subdirectories named for the first two hex digits (``ab/abcd…``). The
-directory is created ``0o700`` and the files ``0o600``: cached content may be
-private. A file holds a header (magic, format version, three lengths), the
-key, the meta, the content and a SHA-256 checksum of everything before it.
-A file that is truncated, corrupt, of another format version, or holds
-another key (a file from elsewhere, or a hash collision) is never returned:
-it reads as absent, and is removed.
+One budget for the whole directory, whatever the number of processes: the
+total size of the rows is counted in the database itself (triggers keep it),
+and every write evicts, in the same transaction, the least recently used
+rows until the total is within ``max_bytes``. Recency is written at most once
+a minute per row. Pages freed by evictions go back to the file system
+(``auto_vacuum = INCREMENTAL``), and the write-ahead log is truncated to
+:data:`WAL_LIMIT` after a checkpoint; a write that finds it grown past that
+(processes that keep reading and writing starve SQLite's own checkpoints)
+checkpoints and truncates it if no reader holds it for 100 ms. The directory
+holds ``max_bytes`` of rows, their pages' slack, and the log: at most
+:data:`WAL_LIMIT` at rest, more for as long as several processes write
+without a pause.
 
-Writes go to a temporary file in the same subdirectory, then ``os.replace``
-it over the entry: a reader sees the old file or the new one, never part of
-either. There is no ``fsync``: after a crash an entry may be lost or torn, and
-a torn one fails its checksum. A crash mid-write leaves a temporary file,
-which the scan of a later process removes once it is an hour old.
+A process killed mid-write leaves nothing: SQLite rolls the transaction back
+when the database is next opened, and a claim it held expires by itself.
 
-Nothing here blocks the event loop: the async methods do every file
-operation, and the one scan of the directory that builds the size index, on a
-worker thread (``asyncio.to_thread``). The index (file size and recency per
-entry) is guarded by a ``threading.Lock``, held for in-memory bookkeeping and
-quick metadata calls (rename, unlink, stat), never while a body is read or
-written; :meth:`DiskTier.size` does not take it.
+Nothing untrusted is read: the directory must be owned by this user and
+writable by nobody else, and so must the database files (see
+:func:`unsafe`), and no directory above it may let others replace it
+(writable by group or others without the sticky bit ``/tmp`` has, or owned by
+another user than root); directories created here are ``0o700`` and the
+database ``0o600``, whatever the umask. A directory that
+fails the check, a full or read-only disk, or a damaged database make the
+tier keep nothing, with a :class:`DiskCacheWarning` per kind of failure.
+
+Every database call runs on one of two worker threads (``worker_threads``); a
+call takes a connection from the tier's idle ones, or opens one. Connections
+are not carried into a child after ``fork()``: it opens its own. Knows nothing
+of llm or HTTP.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
+import functools
 import hashlib
-import io
 import os
+import sqlite3
 import stat
-import struct
-import tempfile
 import threading
 import time
-import warnings
-from collections import OrderedDict
+import uuid
+import weakref
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
-__all__ = ["STALE_TEMP_SECONDS", "DiskCacheWarning", "DiskTier"]
+from ..errors import DiskCacheWarning
+from .tier import Claim, Record, Warner
+from .worker_threads import WorkerThreads
 
-STALE_TEMP_SECONDS = 3600.0
-"""A temporary file older than this is left from a crashed write; a scan removes it.
+__all__ = ["DATABASE", "NOT_WORTH_WAITING", "WAL_LIMIT", "DiskTier", "unsafe"]
 
-A younger one may be another process's write in progress, and is left alone.
+T = TypeVar("T")
+
+DATABASE = "responses-1.sqlite3"
+"""The database's file name; its number changes with its schema (an old file is left)."""
+WAL_LIMIT = 16 * 1024 * 1024
+"""Bytes the write-ahead log is truncated to after a checkpoint."""
+NOT_WORTH_WAITING = 60.0
+"""Seconds a key whose last response was not kept is fetched without a claim."""
+_ROW_OVERHEAD = 128  # bytes counted per row beyond its meta and body (key, version, numbers)
+_TOUCH_EVERY = 60.0  # seconds: recency is written at most this often per row
+_BUSY_MS = 5000  # how long a write waits for another process's
+_CHECKPOINT_WAIT_MS = 100  # how long a checkpoint of a grown log waits for readers
+_WORKERS = WorkerThreads(2, "llm-async-attachments-disk")  # see worker_threads
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS records (
+    key TEXT PRIMARY KEY, version TEXT NOT NULL, meta BLOB NOT NULL, body BLOB NOT NULL,
+    size INTEGER NOT NULL, used REAL NOT NULL, expires REAL NOT NULL,
+    body_sum BLOB NOT NULL, meta_sum BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS records_used ON records (used);
+CREATE INDEX IF NOT EXISTS records_expires ON records (expires);
+CREATE TABLE IF NOT EXISTS claims (key TEXT PRIMARY KEY, token TEXT, until REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS total (one INTEGER PRIMARY KEY CHECK (one = 1), bytes INTEGER);
+INSERT OR IGNORE INTO total VALUES (1, 0);
+CREATE TRIGGER IF NOT EXISTS counted AFTER INSERT ON records
+    BEGIN UPDATE total SET bytes = bytes + new.size; END;
+CREATE TRIGGER IF NOT EXISTS uncounted AFTER DELETE ON records
+    BEGIN UPDATE total SET bytes = bytes - old.size; END;
+CREATE TRIGGER IF NOT EXISTS recounted AFTER UPDATE OF size ON records
+    BEGIN UPDATE total SET bytes = bytes - old.size + new.size; END;
 """
-
-_MAGIC = b"laa-disk"
-_VERSION = 1
-# Magic, version, padding, then the lengths of the key, the meta and the content.
-_HEADER = struct.Struct("<8sB7xQQQ")
-_DIGEST_SIZE = 32
-# SHA-256, not BLAKE2b: with the CPU's SHA extensions (OpenSSL uses them) it hashed
-# 32 MiB in 30 ms where BLAKE2b took 70 to 150 ms; both release the GIL.
-_checksum = hashlib.sha256
-_TEMP_PREFIX = ".tmp-"
-_HEX = frozenset("0123456789abcdef")
+_ADVICE = {
+    "SQLITE_FULL": "The disk is full: free space, or lower disk_cache_bytes.",
+    "SQLITE_IOERR": "A read or write failed: the disk may be full, or failing.",
+    "SQLITE_READONLY": "The database is read-only: check the directory's file system.",
+    "SQLITE_CANTOPEN": "Check that the directory exists and is writable.",
+    "SQLITE_NOTADB": "The database is damaged: delete the directory to start afresh.",
+    "SQLITE_CORRUPT": "The database is damaged: delete the directory to start afresh.",
+}
 
 
-class DiskCacheWarning(RuntimeWarning):
-    """The disk cache could not be written or read; entries are not kept on disk.
+def unsafe(path: Path, *, directory: bool) -> str | None:
+    """Why ``path`` may not be trusted with cached content (another user owns it, or
+    group or others may write it, or it is not a plain directory or file); ``None``
+    if it may, or does not exist."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    kind = stat.S_ISDIR if directory else stat.S_ISREG
+    if not kind(info.st_mode):
+        return f"{path} is not a {'directory' if directory else 'regular file'}"
+    if info.st_uid != os.geteuid():
+        return f"{path} is owned by user {info.st_uid}, not this process's ({os.geteuid()})"
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return f"{path} can be written by its group or others (mode {info.st_mode & 0o777:o})"
+    return None
 
-    Issued once per :class:`DiskTier`, at the first failure (disk full, a
-    read-only or unwritable directory, ...). The cache carries on: a failed
-    write keeps nothing and a failed read is a miss.
-    """
+
+def _unsafe_parent(path: Path) -> str | None:
+    """Why a directory above the tier's may not be trusted: others could replace what is
+    under it (writable by group or others without the sticky bit, as ``/tmp`` has), or
+    it is another user's (root's excepted)."""
+    info = os.stat(path)
+    if info.st_uid not in (0, os.geteuid()):
+        return f"{path}, above the cache, is owned by user {info.st_uid}"
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not info.st_mode & stat.S_ISVTX:
+        mode = info.st_mode & 0o777
+        return f"{path}, above the cache, can be written by its group or others (mode {mode:o})"
+    return None
+
+
+def _make_directories(directory: Path) -> None:
+    """``directory`` and any missing parents, each ``0o700`` whatever the umask."""
+    missing = []
+    for path in (directory, *directory.absolute().parents):
+        if os.path.lexists(path):
+            break
+        missing.append(path)
+    for path in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(path, 0o700)
+            os.chmod(path, 0o700)  # the umask may have taken bits the mode left
 
 
 class DiskTier:
-    """A directory of cached bodies with a size limit; least recently used leave first.
+    """Records in ``directory``/:data:`DATABASE`, at most ``max_bytes`` of them."""
 
-    ``max_bytes`` bounds the total size of the entry files, each counted
-    whole (header, key, meta, content and checksum: about 80 bytes plus the
-    key, the meta and the content). An entry larger than that is refused.
-
-    The limit holds for this process's view of the directory. Other
-    processes may share it: each keeps its own index, so together they can
-    exceed the limit for a while, until their own writes make them evict or
-    a new process scans the directory again. A file another process removed
-    is simply absent, and a valid file found by :meth:`get` that this
-    process did not know of is counted from then on.
-
-    The directory is scanned once, on a worker thread, by the first call
-    that touches it (:meth:`put`, :meth:`get`, :meth:`get_blocking` or
-    :meth:`remove`): existing entries are counted and ordered by their
-    modification time (each read touches it), and temporary files older than
-    :data:`STALE_TEMP_SECONDS` are removed.
-
-    Example::
-
-        tier = DiskTier(Path.home() / ".cache" / "attachments", max_bytes=512 * 1024 * 1024)
-        if await tier.put(url, body, meta=b"image/png"):
-            ...
-        found = await tier.get(url)  # (body, meta), or None
-    """
+    name = "disk"
 
     def __init__(self, directory: Path, max_bytes: int) -> None:
         if max_bytes < 0:
             raise ValueError(f"max_bytes must be 0 or more, not {max_bytes}")
-        self._directory = Path(directory)
-        self._max_bytes = max_bytes
-        self._lock = threading.Lock()  # guards _index and _total
-        self._index: OrderedDict[str, int] = OrderedDict()  # file name -> size; oldest use first
-        self._total = 0
-        self._scan_lock = threading.Lock()
-        self._scanned = False
-        self._warn_lock = threading.Lock()
-        self._warned = False
+        self.directory = Path(directory)
+        self.max_bytes = max_bytes
+        self._idle: list[tuple[sqlite3.Connection, int]] = []
+        self._generation = 0  # of connections: close() starts the next
+        self._lock = threading.Lock()
+        self._opened = False
+        self._refused: str | None = None
+        self._warner = Warner(DiskCacheWarning, f"disk cache in {self.directory}")
+        _tiers.add(self)
 
-    @property
-    def directory(self) -> Path:
-        """Where the entries are kept."""
-        return self._directory
+    async def get(self, key: str) -> Record | None:
+        return await self._run("read an entry", None, self._get, key)
 
-    @property
-    def max_bytes(self) -> int:
-        """The size limit of this process's view of the directory, in bytes."""
-        return self._max_bytes
-
-    def size(self) -> int:
-        """Bytes of the entries this process counts now (0 until the directory is scanned)."""
-        return self._total
-
-    @property
-    def scanned(self) -> bool:
-        """Whether this process has read the directory's entries (:meth:`scan`)."""
-        return self._scanned
-
-    async def scan(self) -> None:
-        """Read the directory's entries, off the loop, if not done yet (every method
-        that touches the disk does this first; :meth:`may_have` needs it done)."""
-        if not self._scanned:
-            try:
-                await asyncio.to_thread(self._ensure_scanned)
-            except OSError as exc:
-                self._warn_once("read the directory", exc)
-
-    def may_have(self, key: str) -> bool:
-        """Whether an entry for ``key`` may be on disk, without touching the disk: false
-        only once the directory was scanned and this process knows of no such entry
-        (another process may have written one since; it is found once this one looks)."""
-        return not self._scanned or _name(_encode(key)) in self._index
-
-    async def put(self, key: str, content: bytes, meta: bytes = b"") -> bool:
-        """Keep ``content`` and ``meta`` under ``key``, replacing any entry it had.
-
-        Then evicts the least recently used entries until the total is within
-        ``max_bytes``. Returns ``False``, keeping nothing for ``key`` (not
-        even an entry it had before), when the entry is larger than
-        ``max_bytes`` or the write failed; a failure never raises, and the
-        first one issues a :class:`DiskCacheWarning`.
-        """
-        try:
-            return await asyncio.to_thread(self._put, key, content, meta)
-        except OSError as exc:
-            self._warn_once("write an entry", exc)
-            return False
-
-    async def get(self, key: str) -> tuple[bytes, bytes] | None:
-        """``(content, meta)`` kept under ``key``, or ``None``; the entry is then the most recent.
-
-        ``None`` when there is no entry, or its file is truncated, corrupt or
-        holds another key (such a file is removed), or cannot be read (the
-        first such failure issues a :class:`DiskCacheWarning`).
-
-        The content is read straight into the ``bytes`` returned: no copy,
-        unless the operating system returns it in several reads (not the
-        case for a regular file under 2 GiB on Linux), when it is assembled
-        in a ``bytearray`` and copied once.
-        """
-        try:
-            return await asyncio.to_thread(self._get, key)
-        except OSError as exc:
-            self._warn_once("read an entry", exc)
-            return None
-
-    def get_blocking(self, key: str) -> tuple[bytes, bytes] | None:
+    def get_blocking(self, key: str) -> Record | None:
         """:meth:`get` in the calling thread: for worker threads and sync code, never a loop."""
-        try:
-            return self._get(key)
-        except OSError as exc:
-            self._warn_once("read an entry", exc)
-            return None
+        return self._call("read an entry", None, self._get, key)
 
-    async def remove(self, key: str) -> None:
-        """Remove the entry kept under ``key``, if there is one."""
-        try:
-            await asyncio.to_thread(self._remove, _name(_encode(key)))
-        except OSError as exc:
-            self._warn_once("remove an entry", exc)
+    async def put(self, key: str, body: bytes, meta: bytes, keep_for: float) -> str | None:
+        return await self._run("write an entry", None, self._put, key, body, meta, keep_for)
 
-    # Worker-thread side: everything below touches files.
-
-    def _put(self, key: str, content: bytes, meta: bytes) -> bool:
-        self._ensure_scanned()
-        key_bytes = _encode(key)
-        name = _name(key_bytes)
-        head = _HEADER.pack(_MAGIC, _VERSION, len(key_bytes), len(meta), len(content))
-        size = len(head) + len(key_bytes) + len(meta) + len(content) + _DIGEST_SIZE
-        if size > self._max_bytes:
-            self._remove(name)  # the old body must not stand in for the new one
-            return False
-        folder = self._directory / name[:2]
-        try:
-            os.makedirs(self._directory, mode=0o700, exist_ok=True)
-            os.makedirs(folder, mode=0o700, exist_ok=True)
-            fd, temp = tempfile.mkstemp(prefix=_TEMP_PREFIX, dir=folder)  # mode 0o600
-            try:
-                try:
-                    checksum = _checksum(head)
-                    for part in (key_bytes, meta, content):
-                        checksum.update(part)
-                    for part in (head, key_bytes, meta, content, checksum.digest()):
-                        _write_all(fd, part)
-                finally:
-                    os.close(fd)
-                with self._lock:
-                    os.replace(temp, folder / name)
-                    self._count(name, size)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(temp)
-                raise
-        except OSError:
-            with contextlib.suppress(OSError):
-                self._remove(name)
-            raise
-        return True
-
-    def _get(self, key: str) -> tuple[bytes, bytes] | None:
-        self._ensure_scanned()
-        key_bytes = _encode(key)
-        name = _name(key_bytes)
-        path = self._directory / name[:2] / name
-        try:
-            # O_NONBLOCK: a FIFO planted under an entry's name cannot hang the worker.
-            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-        except FileNotFoundError:
-            with self._lock:
-                if not os.path.lexists(path):  # another process removed it
-                    self._uncount(name)
-            return None
-        try:
-            info = os.fstat(fd)
-            if not stat.S_ISREG(info.st_mode):
-                return None
-            found = _read_entry(fd, info.st_size, key_bytes)
-            if found is not None:
-                # Through the descriptor: the file read, even if since replaced. A
-                # file of another user (a shared directory) may refuse it.
-                with contextlib.suppress(OSError):
-                    os.utime(fd)
-        finally:
-            os.close(fd)
-        with self._lock:
-            if found is None:
-                # Unless it was replaced meanwhile, by a write that counted the new file.
-                if _same_file(path, info):
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(path)
-                    self._uncount(name)
-            elif name in self._index:
-                self._index.move_to_end(name)
-            elif _same_file(path, info):  # written by another process: counted from now on
-                self._count(name, info.st_size)
-        return found
-
-    def _remove(self, name: str) -> None:
-        self._ensure_scanned()
-        with self._lock:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self._directory / name[:2] / name)
-            self._uncount(name)
-
-    def _count(self, name: str, size: int) -> None:
-        """Count ``name`` as the most recent entry, then evict down to the limit (lock held).
-
-        A new entry is within the limit, so it is never evicted here; a file
-        found on disk larger than the limit (another process's) is.
-        """
-        total = self._total + size - self._index.pop(name, 0)
-        self._index[name] = size
-        while total > self._max_bytes:
-            victim, victim_size = self._index.popitem(last=False)
-            total -= victim_size
-            # A file that cannot be removed is still there, uncounted: a later
-            # process's scan counts it again.
-            with contextlib.suppress(OSError):
-                os.unlink(self._directory / victim[:2] / victim)
-        self._total = total  # one store: size(), read without the lock, never sees more
-
-    def _uncount(self, name: str) -> None:
-        self._total -= self._index.pop(name, 0)
-
-    def _ensure_scanned(self) -> None:
-        if self._scanned:
-            return
-        with self._scan_lock:
-            if self._scanned:
-                return
-            try:
-                found = _scan(self._directory)
-            finally:
-                self._scanned = True  # a failed scan is reported once, not retried
-            with self._lock:
-                for _, name, size in sorted(found):  # oldest use first
-                    self._count(name, size)
-
-    def _warn_once(self, action: str, exc: OSError) -> None:
-        with self._warn_lock:
-            if self._warned:
-                return
-            self._warned = True
-        warnings.warn(
-            f"The disk cache in {self._directory} could not {action}: {exc}. "
-            "Entries are not kept on disk when writes fail; check that the directory "
-            "is writable and has free space. (Reported once per cache.)",
-            DiskCacheWarning,
-            stacklevel=3,
+    async def refresh(self, key: str, version: str, meta: bytes, keep_for: float) -> bool:
+        return await self._run(
+            "refresh an entry", False, self._refresh, key, version, meta, keep_for
         )
 
+    async def remove(self, key: str, version: str) -> None:
+        await self._run("remove an entry", None, self._remove, key, version)
 
-def _encode(key: str) -> bytes:
-    return key.encode("utf-8", "surrogatepass")  # any str, lone surrogates included
+    async def find_or_claim(self, key: str, seconds: float) -> Record | Claim:
+        nothing = Claim(None, False)
+        return await self._run("claim a fetch", nothing, self._find_or_claim, key, seconds)
 
+    async def release(self, key: str, token: str, *, mark: bool) -> None:
+        await self._run("release a fetch", None, self._release, key, token, mark)
 
-def _name(key_bytes: bytes) -> str:
-    return hashlib.sha256(key_bytes).hexdigest()
+    def size(self) -> int:
+        """Bytes of the records the database counts now (blocking: tests and status)."""
+        return self._call("count entries", 0, self._size)
 
+    def close(self) -> None:
+        """Close the idle connections (those in use close when they are given back)."""
+        with self._lock:
+            idle, self._idle = self._idle, []
+            self._opened = False
+            self._generation += 1
+        for connection, _generation in idle:
+            connection.close()
 
-def _same_file(path: Path, info: os.stat_result) -> bool:
-    try:
-        now = os.lstat(path)
-    except FileNotFoundError:
-        return False
-    return (now.st_dev, now.st_ino) == (info.st_dev, info.st_ino)
+    # Worker-thread side.
 
+    async def _run(self, action: str, empty: T, work: Callable[..., T], *args: object) -> T:
+        return await _WORKERS.run(functools.partial(self._call, action, empty, work, *args))
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
-def _read_exact(fd: int, length: int) -> bytes | None:
-    """``length`` bytes from ``fd``, or ``None`` if it ends first.
-
-    One read fills a buffer of exactly that size, the usual case. A short one
-    goes on into a ``bytearray``, copied once into the ``bytes`` returned.
-    """
-    data = os.read(fd, length)
-    if len(data) == length:
-        return data
-    buffer = bytearray(length)
-    buffer[: len(data)] = data
-    view, got = memoryview(buffer), len(data)
-    del data
-    with io.FileIO(fd, closefd=False) as file:
-        while got < length:
-            count = file.readinto(view[got:])
-            if not count:
-                return None
-            got += count
-    return bytes(buffer)
-
-
-def _read_entry(fd: int, size: int, key_bytes: bytes) -> tuple[bytes, bytes] | None:
-    """``(content, meta)`` from an entry file of ``size`` bytes, or ``None`` if it is not valid."""
-    if size < _HEADER.size + _DIGEST_SIZE:
-        return None
-    head = _read_exact(fd, _HEADER.size)
-    if head is None:
-        return None
-    magic, version, key_length, meta_length, content_length = _HEADER.unpack(head)
-    if (magic, version) != (_MAGIC, _VERSION):
-        return None
-    if _HEADER.size + key_length + meta_length + content_length + _DIGEST_SIZE != size:
-        return None  # truncated, or grown
-    if key_length != len(key_bytes) or _read_exact(fd, key_length) != key_bytes:
-        return None  # another key's file: its body is not read
-    meta = _read_exact(fd, meta_length)
-    content = _read_exact(fd, content_length)
-    digest = _read_exact(fd, _DIGEST_SIZE)
-    if meta is None or content is None or digest is None:
-        return None
-    checksum = _checksum(head)
-    for part in (key_bytes, meta, content):
-        checksum.update(part)
-    if checksum.digest() != digest:
-        return None
-    return content, meta
-
-
-def _scan(directory: Path) -> list[tuple[int, str, int]]:
-    """``(mtime_ns, name, size)`` of each entry file; stale temporary files are removed."""
-    found: list[tuple[int, str, int]] = []
-    stale = time.time() - STALE_TEMP_SECONDS
-    try:
-        with os.scandir(directory) as entries:
-            folders = [entry for entry in entries if _is_folder(entry)]
-    except FileNotFoundError:
-        return found
-    for folder in folders:
+    def _call(self, action: str, empty: T, work: Callable[..., T], *args: object) -> T:
+        if self._refused is not None:
+            return empty
         try:
-            with os.scandir(folder.path) as entries:
-                files = list(entries)
+            return work(*args)
+        except _Refused:
+            pass  # warned when refused
+        except sqlite3.Error as exc:
+            name = getattr(exc, "sqlite_errorname", type(exc).__name__)
+            primary = "_".join(name.split("_")[:2])  # SQLITE_IOERR_WRITE: SQLITE_IOERR
+            advice = _ADVICE.get(primary, "Check the directory and its file system.")
+            self._warner.warn(f"{action} ({name})", exc, advice)
+        except OSError as exc:
+            self._warner.warn(f"{action} ({type(exc).__name__})", exc, _ADVICE["SQLITE_CANTOPEN"])
+        return empty
+
+    @contextlib.contextmanager
+    def _connection(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            connection, generation = self._idle.pop() if self._idle else (None, self._generation)
+        if connection is None:
+            connection = self._connect()
+        try:
+            yield connection
+        finally:
+            if connection.in_transaction:
+                connection.rollback()
+            with self._lock:
+                current = generation == self._generation
+                if current:
+                    self._idle.append((connection, generation))
+            if not current:  # closed while it was in use
+                connection.close()
+
+    def _connect(self) -> sqlite3.Connection:
+        path = self.directory / DATABASE
+        if not self._opened:
+            self._check(path)
+        connection = sqlite3.connect(
+            path, timeout=_BUSY_MS / 1000, isolation_level=None, check_same_thread=False
+        )
+        try:
+            _set_up(connection, schema=not self._opened)
+            self._opened = True
+        except BaseException:
+            connection.close()
+            raise
+        return connection
+
+    def _check(self, path: Path) -> None:
+        """Refuse (and warn) a directory or database others could have written; create
+        them ``0o700`` and ``0o600`` (SQLite gives its log files the database's mode)."""
+        _make_directories(self.directory)
+        ends = ("", "-wal", "-shm")
+        problems = [_unsafe_parent(parent) for parent in self.directory.absolute().parents]
+        problems.append(unsafe(self.directory, directory=True))
+        problems += [unsafe(Path(f"{path}{end}"), directory=False) for end in ends]
+        refused = next((problem for problem in problems if problem), None)
+        if refused is not None:
+            self._refused = refused
+            self._warner.warn(
+                "trust its directory",
+                refused,
+                "Content cached there could have been planted by someone else: use a "
+                "directory only this user can write (one created here is 0700).",
+            )
+            raise _Refused(refused)
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+
+    def _size(self) -> int:
+        with self._connection() as connection:
+            (total,) = connection.execute("SELECT bytes FROM total").fetchone()
+        return int(total)
+
+    def _get(self, key: str) -> Record | None:
+        with self._connection() as connection:
+            return _record(connection, _digest(key))
+
+    def _find_or_claim(self, key: str, seconds: float) -> Record | Claim:
+        digest = _digest(key)
+        with self._connection() as connection:
+            record = _record(connection, digest)  # the usual answer, without a write lock
+            if record is not None:
+                return record
+            with _transaction(connection):
+                record = _record(connection, digest)  # written since
+                if record is not None:
+                    return record
+                now = time.time()
+                row = connection.execute(
+                    "SELECT token FROM claims WHERE key = ? AND until > ?", (digest, now)
+                ).fetchone()
+                if row is not None:
+                    return Claim(None, row[0] is not None)
+                token = uuid.uuid4().hex
+                connection.execute(
+                    "INSERT OR REPLACE INTO claims VALUES (?, ?, ?)", (digest, token, now + seconds)
+                )
+        return Claim(token, False)
+
+    def _put(self, key: str, body: bytes, meta: bytes, keep_for: float) -> str | None:
+        digest, version = _digest(key), uuid.uuid4().hex
+        size = len(body) + len(meta) + _ROW_OVERHEAD
+        sums = (_checksum(body), _checksum(meta))
+        with self._connection() as connection:
+            with _transaction(connection):
+                now = time.time()  # once the lock is ours: newer than every row
+                connection.execute(
+                    "DELETE FROM records WHERE key = ? OR expires <= ?", (digest, now)
+                )
+                connection.execute("DELETE FROM claims WHERE until <= ? OR key = ?", (now, digest))
+                if size > self.max_bytes:
+                    return None
+                connection.execute(
+                    "INSERT INTO records VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (digest, version, meta, body, size, now, now + keep_for, *sums),
+                )
+                evicted = _evict(connection, self.max_bytes, digest)
+            self._tidy(connection, evicted)
+        return version
+
+    def _refresh(self, key: str, version: str, meta: bytes, keep_for: float) -> bool:
+        digest = _digest(key)
+        with self._connection() as connection:
+            with _transaction(connection):
+                now = time.time()
+                changed = connection.execute(
+                    "UPDATE records SET meta = ?, size = size - length(meta) + ?, used = ?, "
+                    "expires = ?, meta_sum = ? "
+                    "WHERE key = ? AND version = ?",
+                    (meta, len(meta), now, now + keep_for, _checksum(meta), digest, version),
+                ).rowcount
+                evicted = bool(changed) and _evict(connection, self.max_bytes, digest)
+            self._tidy(connection, evicted)
+        return bool(changed)
+
+    def _tidy(self, connection: sqlite3.Connection, evicted: bool) -> None:
+        """After a write: the pages evictions freed go back to the file system, and a log
+        grown past :data:`WAL_LIMIT` (processes that kept reading starved SQLite's own
+        checkpoints) is checkpointed and truncated if no reader holds it now. Best
+        effort: the write is done whatever happens here."""
+        with contextlib.suppress(sqlite3.Error, OSError):
+            self._tidy_up(connection, evicted)
+
+    def _tidy_up(self, connection: sqlite3.Connection, evicted: bool) -> None:
+        if evicted:
+            # executescript steps it to the end: execute() would free one page.
+            connection.executescript("PRAGMA incremental_vacuum")
+        try:
+            grown = os.stat(f"{self.directory / DATABASE}-wal").st_size > WAL_LIMIT
         except FileNotFoundError:
-            continue
-        for file in files:
+            grown = False
+        if grown:
+            connection.execute(f"PRAGMA busy_timeout = {_CHECKPOINT_WAIT_MS}")
             try:
-                info = file.stat(follow_symlinks=False)
-            except FileNotFoundError:
-                continue
-            if file.name.startswith(_TEMP_PREFIX):
-                if info.st_mtime < stale:
-                    with contextlib.suppress(OSError):
-                        os.unlink(file.path)
-            elif (
-                _is_name(file.name) and file.name[:2] == folder.name and stat.S_ISREG(info.st_mode)
-            ):
-                found.append((info.st_mtime_ns, file.name, info.st_size))
-    return found
+                connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            finally:
+                connection.execute(f"PRAGMA busy_timeout = {_BUSY_MS}")
+
+    def _remove(self, key: str, version: str) -> None:
+        with self._connection() as connection:
+            connection.execute(
+                "DELETE FROM records WHERE key = ? AND version = ?", (_digest(key), version)
+            )
+
+    def _release(self, key: str, token: str, mark: bool) -> None:
+        digest = _digest(key)
+        with self._connection() as connection:
+            if mark:
+                connection.execute(
+                    "UPDATE claims SET token = NULL, until = ? WHERE key = ? AND token = ?",
+                    (time.time() + NOT_WORTH_WAITING, digest, token),
+                )
+            else:
+                connection.execute(
+                    "DELETE FROM claims WHERE key = ? AND token = ?", (digest, token)
+                )
 
 
-def _is_folder(entry: os.DirEntry[str]) -> bool:
-    return len(entry.name) == 2 and set(entry.name) <= _HEX and entry.is_dir(follow_symlinks=False)
+_tiers: weakref.WeakSet[DiskTier] = weakref.WeakSet()
 
 
-def _is_name(name: str) -> bool:
-    return len(name) == 64 and set(name) <= _HEX
+def _forked() -> None:
+    """In a child after ``fork()``: a SQLite connection must not cross it. The parent's
+    are dropped, unclosed (closing one could release the parent's locks)."""
+    for tier in list(_tiers):
+        tier._idle, tier._lock = [], threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forked)
+
+
+class _Damaged(sqlite3.DatabaseError):
+    """A record whose bytes are not those written: read as absent, and removed."""
+
+    sqlite_errorname = "SQLITE_CORRUPT"
+
+
+class _Refused(OSError):
+    """The directory was refused (already warned): the tier keeps nothing."""
+
+
+def _record(connection: sqlite3.Connection, digest: str) -> Record | None:
+    """The record of ``digest`` unless expired; its recency written if a minute old."""
+    now = time.time()
+    row = connection.execute(
+        "SELECT body, meta, version, used, body_sum, meta_sum FROM records "
+        "WHERE key = ? AND expires > ?",
+        (digest, now),
+    ).fetchone()
+    if row is None:
+        return None
+    body, meta, version, used, body_sum, meta_sum = row
+    if (body_sum, meta_sum) != (_checksum(body), _checksum(meta)):
+        # SQLite checks its own structure, not what a page holds: a damaged body is gone.
+        connection.execute("DELETE FROM records WHERE key = ? AND version = ?", (digest, version))
+        raise _Damaged(f"the record of {digest[:16]}... does not match its checksum")
+    if used < now - _TOUCH_EVERY:
+        connection.execute("UPDATE records SET used = ? WHERE key = ?", (now, digest))
+    return Record(body, meta, version)
+
+
+def _checksum(data: bytes) -> bytes:
+    """SHA-256 of a body or a meta (hashlib releases the GIL while it hashes a large one)."""
+    return hashlib.sha256(data).digest()
+
+
+def _digest(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+@contextlib.contextmanager
+def _transaction(connection: sqlite3.Connection) -> Iterator[None]:
+    """A write transaction, taken at once (so two processes never upgrade and deadlock)."""
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        connection.rollback()
+        raise
+    connection.commit()
+
+
+def _set_up(connection: sqlite3.Connection, *, schema: bool) -> None:
+    """A new connection's settings, and the tables if ``schema``. Processes opening a
+    new database at once contend for it (switching to WAL, creating the tables), and
+    SQLite refuses the loser at once rather than after the busy timeout: retried."""
+    deadline = time.monotonic() + _BUSY_MS / 1000
+    while True:
+        try:
+            connection.execute("PRAGMA auto_vacuum = INCREMENTAL")  # before the first table
+            connection.execute("PRAGMA journal_mode = WAL")
+            connection.execute("PRAGMA synchronous = NORMAL")
+            connection.execute(f"PRAGMA journal_size_limit = {WAL_LIMIT}")
+            if schema:
+                connection.executescript(_SCHEMA)
+            return
+        except sqlite3.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
+def _evict(connection: sqlite3.Connection, max_bytes: int, kept: str) -> bool:
+    """Delete the least recently used rows but ``kept`` (the one just written) until the
+    total is within ``max_bytes``."""
+    (total,) = connection.execute("SELECT bytes FROM total").fetchone()
+    excess, evicted = total - max_bytes, False
+    while excess > 0:
+        rows = connection.execute(
+            "SELECT key, size FROM records WHERE key != ? ORDER BY used LIMIT 16", (kept,)
+        ).fetchall()
+        if not rows:
+            break
+        for key, size in rows:
+            if excess <= 0:
+                break
+            connection.execute("DELETE FROM records WHERE key = ?", (key,))
+            excess -= size
+            evicted = True
+    return evicted

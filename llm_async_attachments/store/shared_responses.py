@@ -11,10 +11,15 @@ with a stricter policy. URLs with credentials (``https://user:pw@...``) are
 never shared, and a response fetched with a configured credential (or one
 ``.netrc`` may supply) answers only callers that send the same one.
 
-Bodies are held in memory under the process's budget (``memory``); a body
-that leaves memory is written to the disk tier (``disk``), and read back from
-there, off the event loop, the next time it is needed: bytes that cost no
-download, which do not count against ``max_total_bytes``.
+Bodies are held in memory under the process's budget (``memory``). Below
+memory are the tiers that outlive the process (``tiers``): the disk, shared by
+the machine's processes, and the fleet's Redis. A response is written to each
+when fetched, as one record with its headers; a body that left memory is read
+back from the closest tier that has its record, whole (headers too), the next
+time it is needed: bytes that cost no download, which do not count against
+``max_total_bytes``. A miss everywhere is claimed, so that one process of the
+fleet fetches while the others wait for its record. A response fetched with
+credentials never goes to the fleet.
 
 This module also imports the HTTP layer the first time it is needed (see
 :func:`_http`). It knows nothing of llm.
@@ -23,6 +28,7 @@ This module also imports the HTTP layer the first time it is needed (see
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib
 import os
 import sys
@@ -38,10 +44,13 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .. import credentials
 from ..config import Config
+from ..errors import AttachmentError
 from ..url_text import has_credentials
 from . import flights, memory
 from .disk_tier import DiskTier
 from .state import FetchKey
+from .tier import Tier
+from .tiers import CLAIM_SECONDS, Found, Tiers, Versions
 
 if TYPE_CHECKING:
     from ..caps import Meter
@@ -60,26 +69,25 @@ class Got(NamedTuple):
     """The body, held by the caller's lease; ``None`` when it was not wanted."""
     requests: int
     downloaded: int
-    """Bytes downloaded for it (0 when the body came from memory or disk)."""
+    """Bytes downloaded for it (0 when the body came from memory or a tier)."""
+
+
+STALE_KEEP = 7 * 24 * 3600.0
+"""Seconds a response with a validator is kept in the tiers past its freshness: it
+still saves a download, as a ``304``. One without a validator goes when it is stale."""
 
 
 @dataclass
 class _Entry:
     stored: Stored
-    blob: memory.Blob  # its data is None once it left memory
-    disk_key: str
-    on_disk: bool
-    """Written to the disk tier when fetched: when it leaves memory, it is there."""
+    blob: memory.Blob  # its data is None once it left memory; the tiers have it whole
+    versions: Versions
+    """The record it is in each tier: a ``304`` refreshes those, and no other."""
     fresh_until: float = 0.0
     """``time.time()`` until which the response is fresh, as hishel computed once."""
 
     def fresh(self) -> bool:
         return time.time() < self.fresh_until
-
-
-def _freshness(rules: ModuleType, url: str, stored: Stored) -> float:
-    assert _http_layer is not None  # imported before any response is kept
-    return time.time() + float(rules.fresh_for(url, _http_layer.REQUEST_HEADERS, stored))
 
 
 _Key = tuple[str, bool, frozenset[str], str]
@@ -120,7 +128,8 @@ async def content(
     ``settings`` is ``fetch_key(config)``, which the caller has at hand.
     """
     if has_credentials(url):
-        return await _download(_Ask(url, None, meter, config, wanted, lease))
+        got, _versions = await _fetch(_Ask(url, None, meter, config, wanted, lease), None)
+        return got
     ask = _Ask(url, _key_of(url, config), meter, config, wanted, lease)
     flight = (asyncio.get_running_loop(), url, settings)
     # One fetch at a time per URL and settings on a loop: the others then find it cached.
@@ -133,76 +142,94 @@ async def content(
 
 async def _fetched(ask: _Ask) -> Got:
     assert ask.key is not None
-    tier = _tier(ask.config)
-    if tier is not None and not tier.scanned:
-        await _scan(tier)
-    if ask.key not in _entries and (tier is None or not tier.may_have(_disk_key(ask.key))):
-        # Nothing kept (the usual case): straight to the download, one frame fewer
-        # for each of thousands of fetches that may be waiting for a slot.
-        return await _download(ask)
-    return await _cached(ask, ask.key, tier)
-
-
-async def _cached(ask: _Ask, key: _Key, tier: DiskTier | None) -> Got:
-    """:func:`content` once something may be kept for ``key`` (``tier``: the config's)."""
-    http = _http_layer or await _http()
+    key, tiers = ask.key, tiers_of(ask.config, ask.key)
     entry = _entries.get(key)
-    if entry is None and tier is not None:
-        entry = await _from_disk(tier, key, ask.config)
-    if entry is None:
-        return await _download(ask)
+    if entry is not None and memory.hold(entry.blob, ask.lease):
+        return await _cached(ask, key, entry, tiers, adopted=False)
+    if entry is not None:  # its body left memory: the tiers have the record whole
+        _forget(key)
+    return await _download(ask, tiers)
+
+
+async def _cached(
+    ask: _Ask, key: _Key, entry: _Entry, tiers: Tiers | None, *, adopted: bool
+) -> Got:
+    """:func:`content` from an entry whose body the caller's lease holds; ``adopted``:
+    just read from a tier (a miss then fetches without waiting for a claim again)."""
+    http = _http_layer or await _http()
     rules = await _rules()  # an entry exists: they were imported to keep it
     if entry.fresh():  # hishel said so, and it only wanes with time
         decision = rules.Fresh(entry.stored)
     else:
         decision = rules.lookup(ask.url, http.REQUEST_HEADERS, entry.stored)
-    if isinstance(decision, rules.Miss):
-        return await _download(ask)
     content_type = entry.stored.content_type
-    if not ask.wanted(content_type):
-        if isinstance(decision, rules.Fresh):
-            return Got(content_type, None, 0, 0)
-        return await _download(ask)
-    blob = await _body(ask, entry, tier)
-    if blob is None:  # gone from memory and disk: fetch it whole
-        _forget(key)
-        return await _download(ask)
     if isinstance(decision, rules.Fresh):
-        return Got(content_type, blob, 0, 0)
+        return Got(content_type, entry.blob if ask.wanted(content_type) else None, 0, 0)
+    if isinstance(decision, rules.Miss) or not ask.wanted(content_type):
+        return await _download(ask, tiers, claim=not adopted)
     fetched = await http.fetch_content(ask.url, ask.meter, ask.config, ask.wanted, decision.headers)
-    if fetched.status == 304:
-        refreshed = rules.refreshed(entry.stored, fetched.status, fetched.headers)
-        if refreshed is not None:
-            entry.stored = refreshed
-            entry.fresh_until = _freshness(rules, ask.url, refreshed)
-            if entry.on_disk and tier is not None:  # the copy on disk carries them too
-                entry.on_disk = await tier.put(
-                    entry.disk_key, blob_bytes(blob), refreshed.to_bytes()
-                )
-            _remember(key, entry)
-            return Got(content_type, blob, fetched.requests, 0)
+    if fetched.status != 304:
+        got, _versions = await _keep(ask, key, fetched, tiers)
+        return got
+    refreshed = rules.refreshed(entry.stored, fetched.status, fetched.headers)
+    if refreshed is None:  # it does not answer the body we hold: fetch it whole
         _forget(key)
-        return await _download(ask)
-    return await _keep(ask, key, fetched, tier)
+        got, _versions = await _fetch(ask, tiers)
+        return got
+    entry.stored = refreshed
+    entry.fresh_until = _freshness(rules, ask.url, refreshed)
+    if tiers is not None:  # the records this body is, and no other
+        lifetime = _lifetime(rules, ask.url, refreshed)
+        await tiers.refresh(_disk_key(key), entry.versions, refreshed.to_bytes(), lifetime)
+    _remember(key, entry)
+    return Got(content_type, entry.blob, fetched.requests, 0)
 
 
-async def _download(ask: _Ask) -> Got:
+async def _download(ask: _Ask, tiers: Tiers | None, *, claim: bool = True) -> Got:
+    """A fetch from the origin; with ``tiers`` (and ``claim``), once the claim on it in
+    the widest tier says so."""
+    if tiers is None or ask.key is None or not claim:
+        got, _versions = await _fetch(ask, tiers)
+        return got
+    key, disk_key, rules = ask.key, _disk_key(ask.key), await _rules()
+    if _http_layer is None:  # a record's freshness is counted with its request headers
+        await _http()
+    keep_for = functools.partial(_keep_for, rules, ask.url)
+    seconds = min(ask.config.deadline, CLAIM_SECONDS)
+    found, token = await tiers.wait_or_claim(disk_key, seconds, keep_for)
+    if found is not None:  # another process fetched it meanwhile
+        return await _cached(ask, key, _adopt(ask, key, found, rules), tiers, adopted=True)
+    mark, versions = False, Versions()
+    try:
+        got, versions = await _fetch(ask, tiers)
+        mark = True  # nothing kept: not worth waiting for, if that is so
+    except AttachmentError:
+        mark = True  # a failure is not worth waiting for either
+        raise
+    finally:
+        if token is not None and tiers.widest not in versions:
+            # Shielded: a cancelled fetch still lets the others go on at once (failing
+            # that, the claim expires by itself).
+            await asyncio.shield(tiers.release(disk_key, token, mark=mark))
+    return got
+
+
+async def _fetch(ask: _Ask, tiers: Tiers | None) -> tuple[Got, Versions]:
+    """The URL fetched, and kept as HTTP's rules allow; the versions the tiers kept."""
     http = _http_layer or await _http()
     fetched = await http.fetch_content(ask.url, ask.meter, ask.config, ask.wanted)
-    if ask.key is None or fetched.content is None:
-        blob = None
-        if fetched.content is not None:
-            blob = ask.admit(fetched.content, keep=True)
-        return Got(fetched.type, blob, fetched.requests, len(fetched.content or b""))
-    return await _keep(ask, ask.key, fetched, _tier(ask.config))
+    if ask.key is None:
+        blob = ask.admit(fetched.content, keep=True) if fetched.content is not None else None
+        return Got(fetched.type, blob, fetched.requests, len(fetched.content or b"")), Versions()
+    return await _keep(ask, ask.key, fetched, tiers)
 
 
-async def _keep(ask: _Ask, key: _Key, fetched: Any, tier: DiskTier | None) -> Got:
+async def _keep(ask: _Ask, key: _Key, fetched: Any, tiers: Tiers | None) -> tuple[Got, Versions]:
     """A new response: kept and shared if HTTP's rules allow and it can ever be reused."""
     body: bytes | None = fetched.content
     downloaded = len(body or b"")
     if body is None:
-        return Got(fetched.type, None, fetched.requests, 0)
+        return Got(fetched.type, None, fetched.requests, 0), Versions()
     rules = await _rules() if _may_be_kept(fetched.headers) else None
     stored = None
     if rules is not None:
@@ -210,32 +237,49 @@ async def _keep(ask: _Ask, key: _Key, fetched: Any, tier: DiskTier | None) -> Go
             ask.url, dict(fetched.request_headers), fetched.status, fetched.headers, fetched.type
         )
     if rules is None or stored is None:
-        # Not shared: kept for this attachment only, or (no-store) only while this
-        # prepare and the execute after it need it.
+        # Not shared: kept for the attachment that asked, and for a no-store response
+        # only while its caller holds the prompt (see memory's leases).
         _forget(key)
         keep = rules is None or not rules.no_store(fetched.headers)
-        return Got(fetched.type, ask.admit(body, keep=keep), fetched.requests, downloaded)
-    disk_key = _disk_key(key)
+        got = Got(fetched.type, ask.admit(body, keep=keep), fetched.requests, downloaded)
+        return got, Versions()
     blob = ask.admit(body, keep=True)
-    # Written now, while it is in hand: it may leave memory at the end of any lease.
-    on_disk = tier is not None and await tier.put(disk_key, body, stored.to_bytes())
-    entry = _Entry(stored, blob, disk_key, on_disk, _freshness(rules, ask.url, stored))
+    lifetime = _lifetime(rules, ask.url, stored)
+    versions = Versions()
+    if tiers is not None and lifetime > 0:
+        versions = await tiers.keep(_disk_key(key), body, stored.to_bytes(), lifetime)
+    _remember(key, _Entry(stored, blob, versions, _freshness(rules, ask.url, stored)))
+    return Got(fetched.type, blob, fetched.requests, downloaded), versions
+
+
+def _adopt(ask: _Ask, key: _Key, found: Found, rules: ModuleType) -> _Entry:
+    """A record from a tier as the entry in memory, its body held by the caller's lease."""
+    stored = rules.Stored.from_bytes(found.record.meta)  # valid: _keep_for read it
+    blob = ask.admit(found.record.body, keep=True)
+    entry = _Entry(stored, blob, found.versions, _freshness(rules, ask.url, stored))
     _remember(key, entry)
-    return Got(fetched.type, blob, fetched.requests, downloaded)
+    return entry
 
 
-async def _body(ask: _Ask, entry: _Entry, tier: DiskTier | None) -> memory.Blob | None:
-    """The entry's body held by the caller's lease: from memory, else read back from disk."""
-    blob = entry.blob
-    if memory.hold(blob, ask.lease):
-        return blob
-    if tier is None:
+def _freshness(rules: ModuleType, url: str, stored: Stored) -> float:
+    assert _http_layer is not None  # imported before any response is kept
+    return time.time() + float(rules.fresh_for(url, _http_layer.REQUEST_HEADERS, stored))
+
+
+def _lifetime(rules: ModuleType, url: str, stored: Stored) -> float:
+    """Seconds a tier keeps ``stored``: while fresh, and a week more with a validator."""
+    fresh = _freshness(rules, url, stored) - time.time()
+    validated = any(name in ("etag", "last-modified") for name, _ in stored.headers)
+    return max(0.0, fresh) + (STALE_KEEP if validated else 0.0)
+
+
+def _keep_for(rules: ModuleType, url: str, meta: bytes) -> float | None:
+    """:func:`_lifetime` of a tier's record, ``None`` if its meta is not a response's."""
+    try:
+        stored = rules.Stored.from_bytes(meta)
+    except ValueError:
         return None
-    found = await tier.get(entry.disk_key) if entry.on_disk else None
-    if found is None:
-        return None
-    entry.blob = ask.admit(found[0], keep=True)
-    return entry.blob
+    return _lifetime(rules, url, stored)
 
 
 def _remember(key: _Key, entry: _Entry) -> None:
@@ -246,49 +290,9 @@ def _remember(key: _Key, entry: _Entry) -> None:
             _entries.popitem(last=False)
 
 
-def blob_bytes(blob: memory.Blob) -> bytes:
-    data = blob.data
-    assert isinstance(data, bytes)  # held by a lease
-    return data
-
-
 def _forget(key: _Key) -> None:
     with _entries_lock:
         _entries.pop(key, None)
-
-
-async def _from_disk(tier: DiskTier, key: _Key, config: Config) -> _Entry | None:
-    """An entry another process, or this one before, left on disk."""
-    disk_key = _disk_key(key)
-    if not tier.may_have(disk_key):
-        return None
-    found = await tier.get(disk_key)
-    if found is None:
-        return None
-    rules = await _rules()
-    try:
-        stored = rules.Stored.from_bytes(found[1])
-    except ValueError:
-        await tier.remove(disk_key)
-        return None
-    # Under the budget like any other body (whoever asked holds it next, if it wants it).
-    blob = memory.admit(found[0], keep=True, budget=config.cache_bytes, lease=None)
-    entry = _Entry(stored, blob, disk_key, True, _freshness(rules, key[0], stored))
-    _remember(key, entry)
-    return entry
-
-
-_scans: dict[tuple[asyncio.AbstractEventLoop, int], asyncio.Future[None]] = {}
-
-
-async def _scan(tier: DiskTier) -> None:
-    """The tier's first scan, once per loop however many fetches ask at once."""
-    slot = (asyncio.get_running_loop(), id(tier))
-    scanning = _scans.get(slot)
-    if scanning is None:
-        scanning = _scans[slot] = asyncio.ensure_future(tier.scan())
-        scanning.add_done_callback(lambda done: _scans.pop(slot, None))
-    await asyncio.shield(scanning)
 
 
 def _key_of(url: str, config: Config) -> _Key:
@@ -303,19 +307,25 @@ def _disk_key(key: _Key) -> str:
     return "\n".join([url, policy, *sorted(allow), *([f"asker {asker}"] if asker else [])])
 
 
-_tiers: dict[tuple[str, int], DiskTier] = {}
+_tiers: dict[tuple[str | None, int, str | None], Tiers | None] = {}
 
 
-def _tier(config: Config) -> DiskTier | None:
-    """The disk tier of ``config``'s directory and size, or ``None`` when it is off."""
-    if not config.disk_cache_bytes:
-        return None
-    directory = config.disk_cache_dir or _default_directory()
-    slot = (directory, config.disk_cache_bytes)
-    tier = _tiers.get(slot)
-    if tier is None:
-        tier = _tiers.setdefault(slot, DiskTier(Path(directory), config.disk_cache_bytes))
-    return tier
+def tiers_of(config: Config, key: _Key | None = None) -> Tiers | None:
+    """The tiers below memory of ``config``, or ``None`` when it has none. A response
+    fetched with credentials (``key``'s asker) never goes to the fleet."""
+    directory = (config.disk_cache_dir or _default_directory()) if config.disk_cache_bytes else None
+    fleet = config.shared_cache_url if key is None or not key[3] else None
+    slot = (directory, config.disk_cache_bytes, fleet)
+    if slot not in _tiers:
+        found: list[Tier] = []
+        if directory is not None:
+            found.append(DiskTier(Path(directory), config.disk_cache_bytes))
+        if fleet is not None:
+            from .fleet_tier import FleetTier  # redis: an extra, for fleets only
+
+            found.append(FleetTier(fleet))
+        _tiers.setdefault(slot, Tiers(tuple(found)) if found else None)
+    return _tiers[slot]
 
 
 def _default_directory() -> str:
@@ -326,15 +336,15 @@ def _default_directory() -> str:
 def read_back(url: str, config: Config) -> bytes | None:
     """The body kept for ``url`` under ``config``'s policy, from memory or, blocking,
     from disk; ``None`` if none is kept. For sync reads that prepare did not foresee."""
-    entry = _entries.get(_key_of(url, config))
-    if entry is None:
-        return None
-    data = entry.blob.read()
+    key = _key_of(url, config)
+    entry = _entries.get(key)
+    data = entry.blob.read() if entry is not None else None
     if isinstance(data, bytes):
         return data
-    tier = _tier(config)
-    found = tier.get_blocking(entry.disk_key) if tier is not None and entry.on_disk else None
-    return found[0] if found is not None else None
+    tiers = tiers_of(config, key)
+    disk = next((t for t in tiers.tiers if isinstance(t, DiskTier)), None) if tiers else None
+    record = disk.get_blocking(_disk_key(key)) if disk is not None else None
+    return record.body if record is not None else None
 
 
 async def fetch_type(url: str, config: Config) -> tuple[str | None, int]:

@@ -1,7 +1,9 @@
 """Test support: loopback servers, sample files, test models, measurements."""
 
+import contextlib
 import time
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from importlib.util import find_spec
 
 LLM_HAS_MESSAGES = find_spec("llm.parts") is not None
@@ -21,3 +23,13 @@ def eventually(condition: Callable[[], bool], within: float = 10.0) -> bool:
             return False
         time.sleep(0.005)
     return True
+
+
+@contextlib.contextmanager
+def warned(category: type[Warning]) -> Iterator[list[str]]:
+    """The messages of the ``category`` warnings issued inside (filled at the end)."""
+    messages: list[str] = []
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        yield messages
+    messages += [str(w.message) for w in seen if issubclass(w.category, category)]

@@ -31,6 +31,7 @@ from benchmarks import (
     b5_files,
     b6_turns,
     b7_memory,
+    b9_fleet,
     overhead,
 )
 
@@ -158,6 +159,7 @@ def main() -> None:
     _, b6_text = captured(b6_turns.main, [])
     b7, b7_text = captured(b7_memory.main, [])
     b8_text = in_fresh_process("benchmarks.b8_startup")
+    _, b9_text = captured(b9_fleet.main, [])
     b1_plot, b2_plot, b7_plot = plot_b1(b1), plot_b2(b2), plot_b7(b7)
     template = (Path(__file__).parent / "report.md").read_text()
     page = template.format(
@@ -174,6 +176,7 @@ def main() -> None:
         b7=b7_text,
         b7_plot=b7_plot,
         b8=b8_text,
+        b9=b9_text,
     )
     (DOCS / "benchmarks.md").write_text(page)
     print(f"\nwrote {DOCS / 'benchmarks.md'}")

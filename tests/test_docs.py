@@ -57,3 +57,19 @@ def test_configuration_reference_matches_the_config_object():
 def test_every_public_name_has_a_docstring():
     missing = [name for name in laa.__all__ if not (getattr(laa, name).__doc__ or "").strip()]
     assert missing == []
+
+
+SHELL_SETTINGS = [
+    pytest.param(line, id=f"{page.name}:{line.split('=')[0].split()[-1]}")
+    for page in sorted(DOCS.glob("*.md"))
+    for block in re.findall(r"```sh\n(.*?)```", page.read_text(), re.S)
+    for line in block.splitlines()
+    if line.startswith("export LLM_ASYNC_ATTACHMENTS_")
+]
+
+
+@pytest.mark.parametrize("line", SHELL_SETTINGS)
+def test_every_setting_a_shell_example_exports_is_valid(line):
+    name, _, value = line.removeprefix("export ").partition("=")
+    config = laa.Config.from_env({name: value})  # raises ConfigurationError if not
+    assert config != laa.Config() or value == "", line

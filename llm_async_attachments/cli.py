@@ -18,6 +18,7 @@ from typing import Any, TextIO
 import click
 import llm
 
+from . import url_support_setting
 from .caps import human
 from .config import Config, environment_problems, get_config, variable
 from .core.prepare import PrepareSummary
@@ -213,8 +214,7 @@ def _value(field: dataclasses.Field[Any], value: Any) -> str:
     if value and isinstance(value, tuple) and all(isinstance(e, Credential) for e in value):
         return ", ".join(f"{each.origin} (value hidden)" for each in value)
     if isinstance(value, tuple) and all(isinstance(entry, tuple) for entry in value):
-        # url_support: (model id, patterns) pairs, shown as the environment spells them
-        return "; ".join(f"{name}={','.join(patterns)}" for name, patterns in value) or "-"
+        return url_support_setting.spell(value) or "-"  # as the environment spells it
     if isinstance(value, tuple):
         return ", ".join(value) or "-"
     return str(value)

@@ -198,6 +198,21 @@ def test_status_shows_the_active_limits_and_guard_mode(run):
     assert "Guard: warn (warn anywhere on an event loop)" in result.output
 
 
+def test_status_spells_url_support_as_the_environment_does(run):
+    patterns = ("image/*", r"video/clip@^https://clips\.test/[a-z]{2,3};")
+    laa.configure(laa.Config(url_support=(("proxy", patterns), ("none", ()))))
+
+    result = run("status")
+
+    assert result.exit_code == 0, result.output
+    spelled = r"proxy=image/*,video/clip@^https://clips\.test/[a-z]{2\,3}\;;none="
+    assert row(result.output, "url_support")[1] == spelled
+    assert laa.Config.from_env({"LLM_ASYNC_ATTACHMENTS_URL_SUPPORT": spelled}).url_support == (
+        ("proxy", patterns),
+        ("none", ()),
+    )
+
+
 def test_an_invalid_environment_variable_is_shown_by_status_and_refused_by_fetch(run, monkeypatch):
     monkeypatch.setenv("LLM_ASYNC_ATTACHMENTS_MAX_BYTES", "lots")
     laa.configure(None)

@@ -42,7 +42,8 @@ async def prepare_attachments(
 
     * resolves each missing type: an explicit ``type`` wins; paths and bytes
       are sniffed as llm does; a URL matching one of the model's URL patterns
-      (``attachment_url_patterns``) gets that pattern's type with no request;
+      (``attachment_url_patterns``, or ``url_support`` in the configuration)
+      gets that pattern's type with no request;
       other URLs by ``HEAD``, or from the ``GET`` that fetches their content;
       ``data:`` URLs are decoded where they are;
     * reads the content of paths and URLs, within ``config.max_bytes`` per
@@ -111,7 +112,7 @@ def plan_for(model: Any, config: Config | None = None) -> Plan:
     types = getattr(model, "attachment_types", None)
     return Plan(
         config,
-        UrlPolicy(url_support(model, config), url_patterns(model)),
+        UrlPolicy(url_support(model, config), url_patterns(model, config)),
         learned=lambda content_type, place: need(name, content_type, place),
         accepted=frozenset(types) if types else None,
     )

@@ -84,18 +84,26 @@ KNOWN_URL_SUPPORT: tuple[UrlDeclaration, ...] = (
     # llm's OpenAI plugin, Chat Completions (gpt-4o, gpt-4.1, ...), read in llm 0.30
     # and 0.36: _Shared.build_messages (0.36: through _append_llm_message) calls
     # _attachment(), which sends an image URL as image_url.url; audio becomes an
-    # inlined input_audio and PDF an inlined file part. llm-openrouter 0.7.1
-    # (OpenRouterChat) and llm-llama-server 0.2 subclass these without overriding
-    # either method, so they are covered too.
+    # inlined input_audio and PDF an inlined file part. llm-openrouter's chat classes
+    # (OpenRouterChat, OpenRouterAsyncChat: (_mixin, Chat), read in 0.6 and 0.7.1) and
+    # llm-llama-server 0.2 subclass these without overriding either method, so they
+    # are covered too.
     _declare(f"{_LLM}.Chat", _LLM_CHAT, "image/*"),
     _declare(f"{_LLM}.AsyncChat", _LLM_CHAT, "image/*"),
-    # llm >= 0.36, Responses API (o-series, gpt-5): _SharedResponses.
-    # _build_responses_input calls _responses_attachment(), which sends an image URL
-    # as input_image.image_url; PDF becomes an inlined input_file and audio an inlined
-    # data: URL. llm-openrouter 0.7.1's OpenRouterResponses overrides
-    # _build_responses_input (to replay its server-tool items), so it is not covered.
+    # llm >= 0.32, Responses API (o-series, gpt-5), read in 0.32 and 0.36:
+    # _SharedResponses._build_responses_input calls _responses_attachment(), which
+    # sends an image URL as input_image.image_url; PDF becomes an inlined input_file
+    # and audio an inlined data: URL.
     _declare(f"{_LLM}.Responses", ("_build_responses_input",), "image/*"),
     _declare(f"{_LLM}.AsyncResponses", ("_build_responses_input",), "image/*"),
+    # llm-openrouter >= 0.7 registers these (0.6 and earlier, the chat classes above),
+    # read in 0.7 and 0.7.1: (_mixin, Responses). _mixin._build_responses_input, which
+    # overrides llm's, replays OpenRouter's server-tool items and hands every other
+    # part, attachments included, to llm's _build_responses_input (above): image URLs
+    # go as input_image.image_url. With the chat_completions option, execute() runs
+    # OpenRouterChat or OpenRouterAsyncChat instead, which sends them as image_url.url.
+    _declare("llm_openrouter.OpenRouterResponses", ("_build_responses_input",), "image/*"),
+    _declare("llm_openrouter.OpenRouterAsyncResponses", ("_build_responses_input",), "image/*"),
     # llm-mistral, read in 0.15 and 0.16: _Shared.build_messages builds the content;
     # 0.15 through the module's _build_message_content(), 0.16 through
     # _Shared._content_from_parts and the module's _attachment_chunk(). Both send

@@ -1,7 +1,8 @@
 """Which URLs are not downloaded: the real plugins' classes, against loopback servers.
 
-llm-mistral and llm-openai-plugin send some URL attachments to their API as URLs
-(llm_async_attachments/integration/url_support.py says which, and where that was read). For
+llm-mistral, llm-openai-plugin and llm-openrouter send some URL attachments to their API
+as URLs, and llm-gemini YouTube links (llm_async_attachments/integration/url_support.py
+says which, and where that was read). For
 those, the file server must see no request at all when the type is given, and no
 body read when it is not; their API stub must get the URL itself; a type they
 inline must still be fetched, before execute() reads it.
@@ -283,10 +284,57 @@ async def test_a_subclass_that_overrides_the_payload_method_gets_its_images_fetc
     )
 
 
+# --- llm-openrouter -------------------------------------------------------------------
+
+OPENROUTER = {"model_id": "openrouter/openai/gpt-4o", "model_name": "openai/gpt-4o", "vision": True}
+
+
+@pytest.fixture(scope="module")
+def llm_openrouter(_openai_server):
+    """The plugin module, after one sync prompt (no attachments) to the stub.
+
+    Its register_models() registers nothing without an OpenRouter key, so these tests use
+    its classes as it would: the Responses ones from 0.7 on (llm >= 0.32), the chat ones
+    before (under llm 0.30, make test-oldest, pip installs 0.6). The openai client's
+    start-up is done here, as for llm-openai-plugin above.
+    """
+    module = pytest.importorskip("llm_openrouter")
+    registered = getattr(module, "OpenRouterResponses", module.OpenRouterChat)
+    model = registered(**OPENROUTER, api_base=_openai_server.base_url)
+    assert model.prompt("warm up", key="loopback").text() == "ok"
+    return module
+
+
+@pytest.mark.parametrize("name", ["OpenRouterAsyncResponses", "OpenRouterAsyncChat"])
+async def test_llm_openrouter_sends_image_urls_on_a_first_turn_without_downloading_them(
+    name, llm_openrouter, openai_server, file_server, media
+):
+    cls = getattr(llm_openrouter, name, None)
+    if cls is None:
+        pytest.skip(f"this llm-openrouter has no {name}")
+    model = laa.prepare_before_execute(cls(**OPENROUTER, api_base=openai_server.base_url))
+    typed = llm.Attachment(url=media.png, type="image/png")
+    untyped = llm.Attachment(url=media.png.replace("cat.png", "cat.png?again"))
+    pdf = llm.Attachment(url=media.pdf, type="application/pdf")
+    conversation = model.conversation()
+    response = conversation.prompt("compare", attachments=[typed, untyped, pdf], key="loopback")
+
+    # Downloading either image would raise AttachmentTooLarge: max_bytes is 16 KiB.
+    assert await response.text() == "ok"
+    # The typed one: nothing; the other: the GET that reads its type, its body unread;
+    # the PDF, which the plugin inlines: fetched whole.
+    assert sorted(file_server.requests) == [("GET", "/cat.png"), ("GET", "/doc.pdf")]
+    sent = json.dumps(openai_server.bodies[-1])
+    assert media.png in sent and untyped.url in sent
+    assert "data:application/pdf;base64,JVBER" in sent
+
+
 # --- which declaration applies -----------------------------------------------------
 
 
-def test_each_plugin_class_is_declared_for_what_its_source_sends(llm_mistral, llm_openai):
+def test_each_plugin_class_is_declared_for_what_its_source_sends(
+    llm_mistral, llm_openai, llm_openrouter
+):
     config = Config()
     chat = llm.get_async_model("gpt-4o-mini")
     assert url_support(chat, config) == {"image/*"}
@@ -295,6 +343,10 @@ def test_each_plugin_class_is_declared_for_what_its_source_sends(llm_mistral, ll
     assert url_support(sync_mistral, config) == {"image/*", "audio/*"}
     for cls in (llm_openai.ResponsesModel, llm_openai.AsyncResponsesModel):
         assert url_support(cls("gpt-4o", vision=True), config) == {"image/*"}
+    for name in ("Chat", "AsyncChat", "Responses", "AsyncResponses"):
+        cls = getattr(llm_openrouter, f"OpenRouter{name}", None)  # Responses: 0.7 and later
+        if cls is not None:
+            assert url_support(cls(**OPENROUTER), config) == {"image/*"}, name
 
 
 def test_a_subclass_keeps_the_declaration_unless_it_overrides_a_payload_method(llm_mistral):

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ..caps import Progress
 from ..config import Config, get_config
 from ..core import prepare as engine
 from ..core.needs import Place
@@ -33,6 +34,7 @@ async def prepare_attachments(
     *,
     model: Any = None,
     config: Config | None = None,
+    progress: Progress | None = None,
 ) -> PrepareSummary:
     """Make every attachment of a prompt readable without I/O, fetching what is missing.
 
@@ -66,18 +68,30 @@ async def prepare_attachments(
     first attachment to fail raises its [`AttachmentError`][] and cancels
     the rest (failures at the same moment are added to it as notes); the
     exception is this call's own object, never one another call raises too.
+
+    ``progress``, for a progress display such as ``llm async-attachments
+    fetch``'s, is called on the event loop (keep it quick) as each URL body
+    this call downloads arrives: with the attachment's URL (credentials
+    redacted), the bytes received so far and the ``Content-Length`` they will
+    reach (``None`` if the server sent none), both as sent on the wire, before
+    decompression. A body another call is already downloading, or that comes
+    from the cache, is not reported.
     """
     install()  # so that llm.Attachment's sync reads find what this prepares
     with Lease(0) as lease:
         model = model or getattr(prompt, "model", None)
         summary, _placed = await prepare_for(
-            prompt, conversation, lambda: plan_for(model, config), lease
+            prompt, conversation, lambda: plan_for(model, config), lease, progress
         )
     return summary
 
 
 async def prepare_for(
-    prompt: Any, conversation: Any, planned: Callable[[], Plan], lease: Lease
+    prompt: Any,
+    conversation: Any,
+    planned: Callable[[], Plan],
+    lease: Lease,
+    progress: Progress | None = None,
 ) -> tuple[PrepareSummary, list[tuple[Any, Place]]]:
     """:func:`prepare_attachments` as the hook runs it: what was prepared is held by
     ``lease`` (the model's ``execute()`` reads it), and each attachment found is
@@ -91,7 +105,7 @@ async def prepare_for(
     placed: list[tuple[Any, Place]] = [
         (attachment, "prompt" if id(attachment) in own else "history") for attachment in found
     ]
-    summary = await engine.prepare(placed, planned(), lease, started=started)
+    summary = await engine.prepare(placed, planned(), lease, started=started, progress=progress)
     return summary, placed
 
 

@@ -44,7 +44,7 @@ from .disk_tier import DiskTier
 from .state import FetchKey
 
 if TYPE_CHECKING:
-    from ..caps import Meter
+    from ..caps import Meter, Progress
     from ..http.cache_rules import Stored
 
 __all__ = ["Got", "content", "fetch_type"]
@@ -101,6 +101,8 @@ class _Ask:
     config: Config
     wanted: Callable[[str | None], bool]
     lease: memory.Lease
+    progress: Progress | None
+    """Told of the body as it downloads (not of one read back from memory or disk)."""
 
     def admit(self, body: bytes, *, keep: bool) -> memory.Blob:
         """``body`` under the memory budget, held by this caller's lease."""
@@ -114,14 +116,17 @@ async def content(
     settings: FetchKey,
     wanted: Callable[[str | None], bool],
     lease: memory.Lease,
+    progress: Progress | None = None,
 ) -> Got:
     """The type of ``url`` and, if ``wanted(type)``, its body, from the cache if it may.
 
-    ``settings`` is ``fetch_key(config)``, which the caller has at hand.
+    ``settings`` is ``fetch_key(config)``, which the caller has at hand. ``progress``
+    is told of a body this call downloads; a caller that waits for another's
+    download of the same URL is not.
     """
     if has_credentials(url):
-        return await _download(_Ask(url, None, meter, config, wanted, lease))
-    ask = _Ask(url, _key_of(url, config), meter, config, wanted, lease)
+        return await _download(_Ask(url, None, meter, config, wanted, lease, progress))
+    ask = _Ask(url, _key_of(url, config), meter, config, wanted, lease, progress)
     flight = (asyncio.get_running_loop(), url, settings)
     # One fetch at a time per URL and settings on a loop: the others then find it cached.
     # A failure is shared with those waiting, as a copy each (see ``flights``): a hundred
@@ -169,7 +174,9 @@ async def _cached(ask: _Ask, key: _Key, tier: DiskTier | None) -> Got:
         return await _download(ask)
     if isinstance(decision, rules.Fresh):
         return Got(content_type, blob, 0, 0)
-    fetched = await http.fetch_content(ask.url, ask.meter, ask.config, ask.wanted, decision.headers)
+    fetched = await http.fetch_content(
+        ask.url, ask.meter, ask.config, ask.wanted, decision.headers, ask.progress
+    )
     if fetched.status == 304:
         refreshed = rules.refreshed(entry.stored, fetched.status, fetched.headers)
         if refreshed is not None:
@@ -188,7 +195,9 @@ async def _cached(ask: _Ask, key: _Key, tier: DiskTier | None) -> Got:
 
 async def _download(ask: _Ask) -> Got:
     http = _http_layer or await _http()
-    fetched = await http.fetch_content(ask.url, ask.meter, ask.config, ask.wanted)
+    fetched = await http.fetch_content(
+        ask.url, ask.meter, ask.config, ask.wanted, progress=ask.progress
+    )
     if ask.key is None or fetched.content is None:
         blob = None
         if fetched.content is not None:

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from .errors import AttachmentsTotalTooLarge, AttachmentTooLarge
+
+Progress = Callable[[str, int, int | None], None]
+"""Told of a URL's body as it arrives: the attachment (credentials redacted), the bytes
+received so far, and the ``Content-Length`` they will reach (``None`` if not sent); both
+as sent on the wire, before decompression."""
 
 _PER_ITEM_FIX = (
     "If you trust this source, raise LLM_ASYNC_ATTACHMENTS_MAX_BYTES "

@@ -10,14 +10,17 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import itertools
+import re
 import sys
+import time
 from collections.abc import Collection, Sequence
 from types import SimpleNamespace
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import click
 import llm
 
+from . import url_support_setting
 from .caps import human
 from .config import Config, environment_problems, get_config, kind_of, variable
 from .core.prepare import PrepareSummary
@@ -27,6 +30,9 @@ from .integration.install import standing_down
 from .integration.prepare import prepare_attachments
 from .integration.url_support import url_support
 
+if TYPE_CHECKING:
+    from click._termui_impl import ProgressBar  # what click.progressbar() returns
+
 __all__ = ["async_attachments"]
 
 _GUARD_MEANING = {
@@ -35,9 +41,8 @@ _GUARD_MEANING = {
     "warn": "warn anywhere on an event loop",
     "off": "never checked",
 }
-# A download quicker than this gets no spinner: it would only flicker.
+# A download quicker than this gets no progress bar: it would only flicker.
 _SHOW_AFTER = 0.5
-_TICK = 0.1
 
 
 @click.group(name="async-attachments")
@@ -95,7 +100,8 @@ def fetch(source: str) -> None:
 
     Uses the active limits, then prints the type, the size, the HTTP requests
     made and the time taken. A refused attachment exits with status 1 and the
-    reason. Anything with "://" is a URL; anything else a file path.
+    reason. Anything with "://" is a URL; anything else a file path. A long
+    download shows a progress bar on standard error, if it is a terminal.
     """
     config = _active_config()
     attachment = llm.Attachment(url=source) if "://" in source else llm.Attachment(path=source)
@@ -120,34 +126,74 @@ def fetch(source: str) -> None:
 async def _prepare(
     attachment: llm.Attachment, config: Config, stream: TextIO, *, show_after: float = _SHOW_AFTER
 ) -> PrepareSummary:
-    """Prepare ``attachment`` fully, with a spinner and the elapsed time on a terminal.
+    """Prepare ``attachment`` fully, with a progress bar of its download on ``stream`` if
+    that is a terminal.
 
     The prompt stand-in has no model, so no URL is passed through unfetched:
-    the content is always downloaded, as for most models. The fetch code
-    reports no byte counts, so the spinner shows time, not a share done.
+    the content is always downloaded, as for most models.
     """
     prompt = SimpleNamespace(attachments=[attachment])  # all prepare reads of a prompt
-    if not stream.isatty():
+    url: str | None = attachment.url
+    if url is None or not stream.isatty():
         return await prepare_attachments(prompt, config=config)
-    label = redact(attachment.url) if attachment.url else attachment.path
-    ticker = asyncio.create_task(_show_elapsed(f"Fetching {label}", stream, show_after))
+    bar = _DownloadBar(_name(url), stream, show_after)
     try:
-        return await prepare_attachments(prompt, config=config)
+        return await prepare_attachments(prompt, config=config, progress=bar.update)
     finally:
-        ticker.cancel()
-        await asyncio.wait([ticker])
-        stream.write("\r\x1b[K")  # erase the spinner line
-        stream.flush()
+        bar.close()
 
 
-async def _show_elapsed(label: str, stream: TextIO, show_after: float) -> None:
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    await asyncio.sleep(show_after)
-    for frame in itertools.cycle("|/-\\"):
-        stream.write(f"\r{frame} {label} {loop.time() - started:.1f} s")
-        stream.flush()
-        await asyncio.sleep(_TICK)
+class _DownloadBar:
+    """click's progress bar for one download: bytes, rate and time left (once known).
+
+    Drawn at the first bytes after ``show_after`` seconds, so that a quick
+    download does not flicker; without a ``Content-Length``, the bar shows
+    activity and the bytes, with no share done or time left.
+    """
+
+    def __init__(self, label: str, stream: TextIO, show_after: float) -> None:
+        self._label = label
+        self._stream = stream
+        self._started = time.time()  # the clock click's bar keeps
+        self._show_after = show_after
+        self._bar: ProgressBar[Any] | None = None
+
+    def update(self, _source: str, received: int, total: int | None) -> None:
+        """The download's :data:`~..caps.Progress`: draws the bar, once it is time to."""
+        bar = self._bar
+        if bar is None:
+            if time.time() - self._started < self._show_after:
+                return
+            bar = self._bar = click.progressbar(
+                # click needs a length or an iterable; an endless one leaves the length unknown
+                itertools.repeat(None) if total is None else None,
+                length=total,
+                label=self._label,
+                item_show_func=lambda _item: self._bytes_and_rate(),
+                width=0,  # the bar takes what the terminal's width leaves
+                file=self._stream,
+            )
+            bar.start = self._started  # its time left counts from the start, as its bytes do
+        bar.update(received - bar.pos)
+
+    def close(self) -> None:
+        """End the bar's line, if it was drawn."""
+        if self._bar is not None:
+            self._bar.render_finish()
+
+    def _bytes_and_rate(self) -> str:
+        assert self._bar is not None
+        received, total = self._bar.pos, self._bar.length
+        rate = received / max(time.time() - self._started, 1e-3)
+        of = "" if total is None else f" / {human(total)}"
+        return f"{human(received)}{of}  {human(int(rate))}/s"
+
+
+def _name(url: str) -> str:
+    """What the progress bar calls a URL: the last segment of its path (or its host), at
+    most 24 characters; never an error, whatever the URL."""
+    name = re.split(r"[?#]", redact(url))[0].rstrip("/").rpartition("/")[2]
+    return name if len(name) <= 24 else f"{name[:21]}..."
 
 
 def _active_config() -> Config:
@@ -215,8 +261,7 @@ def _value(field: dataclasses.Field[Any], value: Any) -> str:
     if value and isinstance(value, tuple) and all(isinstance(e, Credential) for e in value):
         return ", ".join(f"{each.origin} (value hidden)" for each in value)
     if isinstance(value, tuple) and all(isinstance(entry, tuple) for entry in value):
-        # url_support: (model id, patterns) pairs, shown as the environment spells them
-        return "; ".join(f"{name}={','.join(patterns)}" for name, patterns in value) or "-"
+        return url_support_setting.spell(value) or "-"  # as the environment spells it
     if isinstance(value, tuple):
         return ", ".join(value) or "-"
     return str(value)

@@ -24,10 +24,11 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Literal, get_args
 from urllib.parse import urlsplit
 
-from . import credentials
+from . import credentials, url_support_setting
 from .caps import human
 from .credentials import Credential
 from .errors import ConfigurationError, ConfigurationWarning
+from .url_support_setting import UrlTypes
 
 __all__ = [
     "Config",
@@ -168,48 +169,6 @@ def _parse_list(raw: str) -> tuple[str, ...]:
     return tuple(entry.strip() for entry in raw.split(",") if entry.strip())
 
 
-UrlTypes = tuple[tuple[str, tuple[str, ...]], ...]
-"""``Config.url_support``: (model id, MIME patterns) pairs; ``*`` is every type."""
-
-_MIME_PATTERN = re.compile(
-    r"\*|\*/\*|[a-z0-9][a-z0-9!#$&^_.+-]*/(\*|[a-z0-9][a-z0-9!#$&^_.+-]*)", re.I
-)
-
-
-def _parse_url_types(raw: str) -> UrlTypes:
-    """Environment text to (model id, patterns) pairs: ``b=*;c=`` -> ``(("b", ("*",)), ("c", ()))``.
-
-    Entries are separated by ``;``, patterns by ``,``; an entry without ``=`` is invalid.
-    """
-    pairs = []
-    for entry in raw.split(";"):
-        if not entry.strip():
-            continue
-        model_id, equals, patterns = entry.partition("=")
-        if not equals:
-            raise ValueError(entry)
-        pairs.append((model_id.strip(), _parse_list(patterns)))
-    return tuple(pairs)
-
-
-def _url_types(value: object) -> bool:
-    if not isinstance(value, tuple):
-        return False
-    seen = set()
-    for pair in value:
-        if not (isinstance(pair, tuple) and len(pair) == 2):
-            return False
-        model_id, patterns = pair
-        if not isinstance(model_id, str) or not model_id.strip() or model_id in seen:
-            return False
-        seen.add(model_id)
-        if not isinstance(patterns, tuple) or not all(
-            isinstance(pattern, str) and _MIME_PATTERN.fullmatch(pattern) for pattern in patterns
-        ):
-            return False
-    return True
-
-
 _SECONDS = (
     "a positive number of seconds (10, 2.5), or a number with a unit: "
     "ms, s, m or h (500ms, 10s, 2m)"
@@ -263,12 +222,16 @@ HOSTS = Kind(
     "files.internal,10.0.0.0/8",
 )
 URL_TYPES = Kind(
-    _parse_url_types,
-    _url_types,
-    "a tuple of (model id, tuple of MIME patterns) pairs, each model once",
-    "model-id=MIME patterns entries separated by ';', the patterns comma-separated "
-    "(image/png, image/*, or * for every type; nothing after = for no type), each model once",
-    "my-proxy-model=image/*,audio/*;other-model=*",
+    url_support_setting.parse,
+    url_support_setting.valid,
+    "a tuple of (model id, tuple of patterns) pairs, each model once, each pattern a MIME "
+    "pattern or TYPE@REGEX whose regular expression compiles",
+    "model-id=patterns entries separated by ';', the patterns comma-separated: MIME "
+    "patterns (image/png, image/*, or * for every type; nothing after = for no type) or "
+    "URL patterns TYPE@REGEX (a regular expression that compiles, with \\; and \\, for "
+    "; and ,), each model once",
+    "my-proxy-model=image/*,audio/*;"
+    r"gemini/gemini-2.5-flash=video/youtube@^https://(www\.)?youtube\.com/shorts/",
 )
 
 
@@ -414,9 +377,12 @@ class Config:
         metadata=_setting(
             URL_TYPES,
             "Which URL attachments a model sends to its API as URLs, so they are not "
-            "downloaded, by model id (`my-model=image/*,audio/*;other=*`); overrides the "
-            "model's own `supports_attachment_urls` and what this package knows of its "
-            "plugin, and an empty list (`my-model=`) means none.",
+            "downloaded, by model id: MIME patterns (`my-model=image/*,audio/*;other=*`) "
+            "and URL patterns, `TYPE@REGEX`, whose URLs get that type with no request "
+            "(`gemini/gemini-2.5-flash=video/youtube@^https://(www\\.)?youtube\\.com/shorts/`); "
+            "overrides the model's own `supports_attachment_urls` and "
+            "`attachment_url_patterns` and what this package knows of its plugin, and an "
+            "empty list (`my-model=`) means none.",
         ),
     )
     bridge: bool = field(

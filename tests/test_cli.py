@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import io
 import os
+import pty
 import re
+import select
 import subprocess
 import sys
+import time
 from collections.abc import AsyncGenerator, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +22,7 @@ from llm.cli import cli as llm_cli
 from llm.plugins import pm
 
 import llm_async_attachments as laa
-from llm_async_attachments.cli import _prepare
+from llm_async_attachments.cli import _name, _prepare
 from llm_async_attachments.plugin import register_commands
 from llm_async_attachments.testing import samples
 
@@ -198,6 +201,21 @@ def test_status_shows_the_active_limits_and_guard_mode(run):
     assert "Guard: warn (warn anywhere on an event loop)" in result.output
 
 
+def test_status_spells_url_support_as_the_environment_does(run):
+    patterns = ("image/*", r"video/clip@^https://clips\.test/[a-z]{2,3};")
+    laa.configure(laa.Config(url_support=(("proxy", patterns), ("none", ()))))
+
+    result = run("status")
+
+    assert result.exit_code == 0, result.output
+    spelled = r"proxy=image/*,video/clip@^https://clips\.test/[a-z]{2\,3}\;;none="
+    assert row(result.output, "url_support")[1] == spelled
+    assert laa.Config.from_env({"LLM_ASYNC_ATTACHMENTS_URL_SUPPORT": spelled}).url_support == (
+        ("proxy", patterns),
+        ("none", ()),
+    )
+
+
 def test_an_invalid_environment_variable_is_shown_by_status_and_refused_by_fetch(run, monkeypatch):
     monkeypatch.setenv("LLM_ASYNC_ATTACHMENTS_MAX_BYTES", "lots")
     laa.configure(None)
@@ -340,16 +358,122 @@ class Terminal(io.StringIO):
         return True
 
 
-async def test_fetch_on_a_terminal_shows_elapsed_time_then_erases_it(file_server):
-    url = file_server.add("/cat.png", samples.png(), content_type="image/png")
+DRIP = "/drip?size=40&interval=0.04"  # 40 bytes in 1.6 s, one per read
+
+
+async def test_fetch_on_a_terminal_shows_a_progress_bar_of_bytes_rate_and_time_left(file_server):
+    url = file_server.url(DRIP)
     terminal = Terminal()
     attachment = llm.Attachment(url=url)
 
     summary = await _prepare(attachment, laa.get_config(), terminal, show_after=0)
 
     assert summary.requests == 1
-    assert terminal.getvalue().startswith(f"\r| Fetching {url} 0.")
-    assert terminal.getvalue().endswith("\r\x1b[K")
+    assert attachment.content_bytes() == bytes(40)  # prepared: no I/O
+    lines = terminal.getvalue().split("\r")
+    assert lines[1].startswith("\x1b[?25ldrip  [")  # click hides the cursor; the URL's name
+    assert re.search(r"  \d+%  (\d\d:\d\d:\d\d  )?\d+ bytes / 40 bytes  \d+ bytes/s", lines[1])
+    assert "00:00:0" in terminal.getvalue()  # the time left, once a second has passed
+    # The last line: full, then the cursor shown again and the line ended.
+    assert re.search(r"\[#+\]  100%  40 bytes / 40 bytes  \d+ bytes/s *\x1b\[\?25h\n$", lines[-1])
+
+
+async def test_a_bar_without_a_content_length_shows_the_bytes_and_ends_its_line(file_server):
+    url = file_server.url("/endless")  # chunked, no Content-Length, never ends
+    terminal = Terminal()
+    config = laa.Config(max_bytes=256 * 1024)
+
+    with pytest.raises(laa.AttachmentTooLarge):
+        await _prepare(llm.Attachment(url=url), config, terminal, show_after=0)
+
+    last = terminal.getvalue().split("\r")[-1]
+    assert re.fullmatch(
+        r"\x1b\[\?25lendless  \[[-#]+\]  [\d.]+ KiB  [\d.]+ [KM]iB/s *\x1b\[\?25h\n", last
+    )
+
+
+@pytest.mark.parametrize(
+    ("url", "name"),
+    [
+        ("https://example.com/a/cat.png?size=1#top", "cat.png"),
+        ("https://example.com/", "example.com"),
+        ("http://reader:s3cret@files.test", "reader:***@files.test"),
+        (f"https://example.com/{'x' * 40}.bin", f"{'x' * 21}..."),
+        ("https://[::1", "[::1"),  # not a URL fetch would take: its error comes after
+    ],
+)
+def test_the_bar_names_a_url_by_the_end_of_its_path(url, name):
+    assert _name(url) == name
+
+
+async def test_a_quick_fetch_on_a_terminal_draws_no_bar(file_server):
+    url = file_server.add("/cat.png", samples.png(), content_type="image/png")
+    terminal = Terminal()
+
+    await _prepare(llm.Attachment(url=url), laa.get_config(), terminal, show_after=60)
+
+    assert terminal.getvalue() == ""
+
+
+def test_fetch_piped_prints_the_table_alone_however_long_it_takes(run, file_server):
+    result = run("fetch", file_server.url(DRIP))
+
+    assert result.exit_code == 0, result.output
+    assert result.stderr == ""
+    assert row(result.stdout, "size") == ["size", "40 bytes"]
+    assert [line.split()[0] for line in result.stdout.splitlines()] == [
+        "source",
+        "type",
+        "size",
+        "requests",
+        "time",
+    ]
+
+
+def test_fetch_on_a_pseudo_terminal_shows_the_bar_then_the_whole_table(file_server, tmp_path):
+    url = file_server.url(DRIP)
+
+    output = on_a_terminal("async-attachments", "fetch", url, tmp_path=tmp_path)
+
+    bar, _, table = output.rpartition("\x1b[?25h\n")  # the bar's line ends here
+    assert "drip  [" in bar
+    assert "100%  40 bytes / 40 bytes" in bar.rpartition("\r")[2]
+    assert row(table, "source") == ["source", url]
+    assert row(table, "size") == ["size", "40 bytes"]  # read whole
+    assert row(table, "requests") == ["requests", "1"]
+
+
+def on_a_terminal(*args: str, tmp_path: Path) -> str:
+    """What ``llm ARGS`` writes in a new process whose output and error are a terminal
+    (a pseudo-terminal's; its line ends read back as ``\\n``)."""
+    leader, follower = pty.openpty()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LLM_ASYNC_ATTACHMENTS_")}
+    env |= {
+        "LLM_USER_PATH": str(tmp_path / "llm-user"),
+        "LLM_ASYNC_ATTACHMENTS_DISK_CACHE_DIR": str(tmp_path / "disk"),
+        "PYTHONPATH": str(ROOT),
+    }
+    with subprocess.Popen(
+        [sys.executable, "-m", "llm", *args],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=follower,
+        stderr=follower,
+    ) as process:
+        os.close(follower)
+        written = bytearray()
+        deadline = time.monotonic() + 60
+        while select.select([leader], [], [], max(0, deadline - time.monotonic()))[0]:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the process closed the terminal
+                break
+            if not chunk:
+                break
+            written += chunk
+        os.close(leader)
+        assert process.wait(timeout=10) == 0, written.decode()
+    return written.decode().replace("\r\n", "\n")
 
 
 def test_llm_command_line_has_the_group(tmp_path, monkeypatch):

@@ -4,6 +4,7 @@ import asyncio
 import dataclasses
 import math
 import os
+import re
 import warnings
 from decimal import ROUND_HALF_UP
 
@@ -19,6 +20,7 @@ from llm_async_attachments import (
     ConfigurationWarning,
     configure,
     get_config,
+    url_support_setting,
 )
 from llm_async_attachments.config import (
     DURATION_UNITS,
@@ -253,10 +255,12 @@ def test_any_text_in_any_variable_is_a_config_or_a_configuration_error(name, tex
             "LLM_ASYNC_ATTACHMENTS_URL_SUPPORT",
             "proxy=images",
             "LLM_ASYNC_ATTACHMENTS_URL_SUPPORT='proxy=images' is not valid: it must be "
-            "model-id=MIME patterns entries separated by ';', the patterns comma-separated "
-            "(image/png, image/*, or * for every type; nothing after = for no type), each "
-            "model once, for example "
-            "LLM_ASYNC_ATTACHMENTS_URL_SUPPORT=my-proxy-model=image/*,audio/*;other-model=*",
+            "model-id=patterns entries separated by ';', the patterns comma-separated: MIME "
+            "patterns (image/png, image/*, or * for every type; nothing after = for no type) "
+            "or URL patterns TYPE@REGEX (a regular expression that compiles, with \\; and "
+            "\\, for ; and ,), each model once, for example "
+            "LLM_ASYNC_ATTACHMENTS_URL_SUPPORT=my-proxy-model=image/*,audio/*;"
+            r"gemini/gemini-2.5-flash=video/youtube@^https://(www\.)?youtube\.com/shorts/",
         ),
         (
             "LLM_ASYNC_ATTACHMENTS_GUARD",
@@ -271,6 +275,97 @@ def test_invalid_values_name_the_variable_the_value_and_an_example(variable_name
         Config.from_env({variable_name: value})
     assert expected in str(caught.value)
     assert (caught.value.setting, caught.value.value) == (variable_name, value)
+
+
+# --- url_support: MIME patterns and URL patterns ---------------------------------------
+
+
+def test_url_support_reads_url_patterns_beside_mime_patterns():
+    environ = {
+        "LLM_ASYNC_ATTACHMENTS_URL_SUPPORT": (
+            r"gemini/gemini-2.5-flash = video/youtube@^https://(www\.)?youtube\.com/shorts/ ;"
+            r"proxy=image/*,video/clip@^https://clips\.test/(a|b)\;c\,d\\;"
+            r"cdn=video/mp4@^https://cdn\.test/[a-z]{2\,3}/x=1@2\.mp4$"
+        )
+    }
+    assert Config.from_env(environ).url_support == (
+        ("gemini/gemini-2.5-flash", (r"video/youtube@^https://(www\.)?youtube\.com/shorts/",)),
+        # \; and \, are the character itself; any other pair (\. and \\) as written
+        ("proxy", ("image/*", r"video/clip@^https://clips\.test/(a|b);c,d\\")),
+        # the first = ends the model id and the first @ the type: the regex may hold more
+        ("cdn", (r"video/mp4@^https://cdn\.test/[a-z]{2,3}/x=1@2\.mp4$",)),
+    )
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    [
+        "video/youtube@^https://(",  # does not compile
+        "video/youtube@",  # no regular expression
+        "video/*@^https://",  # a URL's type is one type, not a pattern
+        "*@^https://",
+        "@^https://",
+        "video/youtube@[",
+    ],
+)
+def test_an_invalid_url_pattern_is_a_configuration_error(pattern):
+    with pytest.raises(ConfigurationError, match=r"Config\.url_support must be a tuple of"):
+        Config(url_support=(("gemini", (pattern,)),))
+    with pytest.raises(ConfigurationError, match="LLM_ASYNC_ATTACHMENTS_URL_SUPPORT="):
+        Config.from_env({"LLM_ASYNC_ATTACHMENTS_URL_SUPPORT": f"gemini={pattern}"})
+
+
+def test_an_invalid_url_pattern_in_the_environment_warns_once_in_sync_use(monkeypatch):
+    monkeypatch.setenv("LLM_ASYNC_ATTACHMENTS_URL_SUPPORT", "gemini=video/youtube@^https://(")
+    configure(None)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        configs = [get_config() for _ in range(3)]
+
+    ours = [w for w in caught if issubclass(w.category, ConfigurationWarning)]
+    assert len(ours) == 1
+    assert str(ours[0].message).startswith(
+        "LLM_ASYNC_ATTACHMENTS_URL_SUPPORT='gemini=video/youtube@^https://(' is not valid"
+    )
+    assert {c.url_support for c in configs} == {()}  # the default stands in
+
+
+def _compiles(regex: str) -> bool:
+    try:
+        re.compile(regex)
+    except re.error:
+        return False
+    return True
+
+
+def _meaning(pattern: str) -> str:
+    r"""What a pattern matches, written one way: ``\;`` and ``;`` are the same character."""
+    return re.sub(r"\\.", lambda pair: pair[0][1] if pair[0][1] in ";," else pair[0], pattern)
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.from_regex(r"[a-z][a-z0-9./-]{0,12}", fullmatch=True),
+            st.lists(
+                st.one_of(
+                    st.sampled_from(["*", "image/*", "audio/mpeg"]),
+                    st.from_regex(r"[;,\\a-z.=@(){}0-9]{1,12}", fullmatch=True)
+                    .filter(_compiles)
+                    .map(lambda regex: f"video/clip@{regex}"),
+                ),
+                max_size=4,
+            ).map(tuple),
+        ),
+        max_size=3,
+        unique_by=lambda pair: pair[0],
+    ).map(tuple)
+)
+def test_url_support_as_status_spells_it_reads_back_the_same(value):
+    spelled = url_support_setting.spell(value)
+    assert Config.from_env({"LLM_ASYNC_ATTACHMENTS_URL_SUPPORT": spelled}).url_support == tuple(
+        (model_id, tuple(map(_meaning, patterns))) for model_id, patterns in value
+    )
 
 
 def test_every_invalid_variable_is_reported_at_once():

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from ..caps import Budget, human
+from ..caps import Budget, Progress, human
 from ..config import Config
 from ..errors import AttachmentError, AttachmentTooLarge, redact
 from ..store import shared_responses
@@ -61,18 +61,24 @@ class PrepareSummary:
 
 
 async def prepare(
-    placed: Sequence[tuple[Any, Place]], plan: Plan, lease: Lease, *, started: float
+    placed: Sequence[tuple[Any, Place]],
+    plan: Plan,
+    lease: Lease,
+    *,
+    started: float,
+    progress: Progress | None = None,
 ) -> PrepareSummary:
     """Prepare each attachment of ``placed`` (an attachment-like object with ``type``,
     ``path``, ``url`` and ``content``, and where it was found) as ``plan`` says.
 
     What was prepared is held by ``lease`` until the caller releases it (the
     hook: once the model's ``execute()`` has read it). ``started``: the
-    ``time.perf_counter()`` the summary's time counts from. The first
+    ``time.perf_counter()`` the summary's time counts from. ``progress`` is told
+    of each URL body this call downloads, as it arrives. The first
     attachment to fail raises its ``AttachmentError`` and cancels the rest.
     """
     lease.budget = plan.config.cache_bytes
-    run = _Run(plan, lease)
+    run = _Run(plan, lease, progress)
     waiting: list[tuple[Any, Place]] = []
     for index, (attachment, place) in enumerate(placed):
         if index and not index % PER_TURN:
@@ -139,10 +145,11 @@ async def prepare_one(attachment: Any, *, need_content: bool, config: Config) ->
 class _Run:
     """One prepare call: its budget, counters and plan; what it prepares, its lease holds."""
 
-    def __init__(self, plan: Plan, lease: Lease) -> None:
+    def __init__(self, plan: Plan, lease: Lease, progress: Progress | None = None) -> None:
         self.config = config = plan.config
         self.plan = plan
         self.lease = lease
+        self.progress = progress
         self.key = fetch_key(config)
         self.budget = Budget(config.max_bytes, config.max_total_bytes)
         self.fetched = 0
@@ -284,7 +291,7 @@ class _Run:
         meter = self.budget.meter(redact(attachment.url))
         wanted = functools.partial(self._wanted, attachment.type, place)
         got = await shared_responses.content(
-            attachment.url, meter, self.config, self.key, wanted, self.lease
+            attachment.url, meter, self.config, self.key, wanted, self.lease, self.progress
         )
         self.requests += got.requests
         if not attachment.type:

@@ -7,10 +7,10 @@ from collections.abc import AsyncIterable, AsyncIterator
 
 import httpx2
 
-from ..caps import Meter
+from ..caps import Meter, Progress
 from .decoding import Decoder
 
-__all__ = ["Body"]
+__all__ = ["Body", "sent_length"]
 
 
 class Body:
@@ -20,9 +20,17 @@ class Body:
     ``Response.aiter_raw()``: that closes the response itself at the end of
     the body, where a cancellation can cut the close (see
     :mod:`.cancellation`). The response is closed by whoever opened it.
+    ``progress``, if given, is told of each network read once its bytes are
+    charged.
     """
 
-    def __init__(self, response: httpx2.Response, meter: Meter, source: str) -> None:
+    def __init__(
+        self,
+        response: httpx2.Response,
+        meter: Meter,
+        source: str,
+        progress: Progress | None = None,
+    ) -> None:
         # BytesIO, not a list and b"".join: its getvalue() hands over its buffer
         # without a copy, where a join of 32 MiB would hold the loop ~20 ms.
         self._buffer = io.BytesIO()
@@ -39,6 +47,8 @@ class Body:
         self._ended = False
         # A ranged answer (206) is a prefix: compressed, it stops mid-stream by design.
         self._check_end = response.status_code != 206
+        self._progress = progress
+        self._length = sent_length(response) if progress is not None else None
 
     async def read_until(self, size: int) -> bytes:
         """At least ``size`` bytes, or all there are if fewer."""
@@ -67,3 +77,13 @@ class Body:
         for piece in pieces:
             self._meter.add(len(piece))
             self._buffer.write(piece)
+        if self._progress is not None and not self._ended:
+            self._progress(self._decoder.source, self._decoder.raw_bytes, self._length)
+
+
+def sent_length(response: httpx2.Response) -> int | None:
+    """The body's ``Content-Length``, in bytes as sent (compressed or not), if it says."""
+    try:
+        return int(response.headers["content-length"])
+    except (KeyError, ValueError):
+        return None

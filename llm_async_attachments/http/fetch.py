@@ -18,7 +18,7 @@ from typing import Any
 import httpx2
 
 from .. import credentials, mime
-from ..caps import Budget, Meter
+from ..caps import Budget, Meter, Progress
 from ..config import Config
 from ..errors import (
     AttachmentAddressRefused,
@@ -31,7 +31,7 @@ from ..errors import (
 )
 from ..url_text import host_of
 from .address_policy import AddressRefused
-from .body import Body
+from .body import Body, sent_length
 from .cancellation import CancelGate
 from .exchange import Exchange
 from .pool import NoSlot, UnusableProxy, pool_for_running_loop
@@ -85,6 +85,7 @@ async def fetch_content(
     config: Config,
     wanted: Callable[[str | None], bool] = lambda content_type: True,
     conditional: Mapping[str, str] | None = None,
+    progress: Progress | None = None,
 ) -> Fetched:
     """Type and bytes of ``url`` from a single streamed ``GET``.
 
@@ -98,9 +99,10 @@ async def fetch_content(
     :func:`.caching.lookup`) go with the ``GET``; only then is a 304 an
     answer, with ``status`` 304 and no body read. Without them a 304 is an
     :class:`~..errors.AttachmentHTTPStatusError`, like any other non-2xx.
+    ``progress`` is told of the body as it arrives.
     """
     return await _fetch(
-        url, config, lambda exchange: _content_of(exchange, meter, wanted, conditional)
+        url, config, lambda exchange: _content_of(exchange, meter, wanted, conditional, progress)
     )
 
 
@@ -187,6 +189,7 @@ async def _content_of(
     meter: Meter,
     wanted: Callable[[str | None], bool],
     conditional: Mapping[str, str] | None,
+    progress: Progress | None,
 ) -> Fetched:
     async with exchange.send("GET", conditional) as response:
         if conditional and response.status_code == 304:
@@ -196,7 +199,7 @@ async def _content_of(
         if mime.usable(declared) and not wanted(declared):
             return _result(exchange, declared, None, response)
         meter.declare(_content_length(response), "Content-Length")
-        body = Body(response, meter, exchange.source)
+        body = Body(response, meter, exchange.source, progress)
         try:
             if mime.usable(declared):
                 return _result(exchange, declared, await body.read_all(), response)
@@ -249,10 +252,7 @@ def _check_status(response: httpx2.Response, source: str) -> None:
 def _content_length(response: httpx2.Response) -> int | None:
     if response.headers.get("content-encoding", "identity").lower() not in ("", "identity"):
         return None  # the length of the compressed body says nothing about the decoded one
-    try:
-        return int(response.headers["content-length"])
-    except (KeyError, ValueError):
-        return None
+    return sent_length(response)
 
 
 @contextmanager

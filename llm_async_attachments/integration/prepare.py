@@ -14,6 +14,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
+from ..caps import Progress
 from ..config import Config, get_config
 from ..core import prepare as engine
 from ..core.needs import Place
@@ -34,6 +35,7 @@ async def prepare_attachments(
     *,
     model: Any = None,
     config: Config | None = None,
+    progress: Progress | None = None,
 ) -> PrepareSummary:
     """Make every attachment of a prompt readable without I/O, fetching what is missing.
 
@@ -43,7 +45,8 @@ async def prepare_attachments(
 
     * resolves each missing type: an explicit ``type`` wins; paths and bytes
       are sniffed as llm does; a URL matching one of the model's URL patterns
-      (``attachment_url_patterns``) gets that pattern's type with no request;
+      (``attachment_url_patterns``, or ``url_support`` in the configuration)
+      gets that pattern's type with no request;
       other URLs by ``HEAD``, or from the ``GET`` that fetches their content;
       ``data:`` URLs are decoded where they are;
     * reads the content of paths and URLs, within ``config.max_bytes`` per
@@ -69,13 +72,21 @@ async def prepare_attachments(
     first attachment to fail raises its [`AttachmentError`][] and cancels
     the rest (failures at the same moment are added to it as notes); the
     exception is this call's own object, never one another call raises too.
+
+    ``progress``, for a progress display such as ``llm async-attachments
+    fetch``'s, is called on the event loop (keep it quick) as each URL body
+    this call downloads arrives: with the attachment's URL (credentials
+    redacted), the bytes received so far and the ``Content-Length`` they will
+    reach (``None`` if the server sent none), both as sent on the wire, before
+    decompression. A body another call is already downloading, or that comes
+    from the cache, is not reported.
     """
     install()  # so that llm.Attachment's sync reads find what this prepares
     lease = Lease(0)
     model = model or getattr(prompt, "model", None)
     try:
         summary, _placed = await prepare_for(
-            prompt, conversation, lambda: plan_for(model, config), lease
+            prompt, conversation, lambda: plan_for(model, config), lease, progress
         )
     except BaseException:
         lease.release()
@@ -94,7 +105,11 @@ def _hold_while_alive(prompt: Any, lease: Lease) -> None:
 
 
 async def prepare_for(
-    prompt: Any, conversation: Any, planned: Callable[[], Plan], lease: Lease
+    prompt: Any,
+    conversation: Any,
+    planned: Callable[[], Plan],
+    lease: Lease,
+    progress: Progress | None = None,
 ) -> tuple[PrepareSummary, list[tuple[Any, Place]]]:
     """:func:`prepare_attachments` as the hook runs it: what was prepared is held by
     ``lease`` (the model's ``execute()`` reads it), and each attachment found is
@@ -108,7 +123,7 @@ async def prepare_for(
     placed: list[tuple[Any, Place]] = [
         (attachment, "prompt" if id(attachment) in own else "history") for attachment in found
     ]
-    summary = await engine.prepare(placed, planned(), lease, started=started)
+    summary = await engine.prepare(placed, planned(), lease, started=started, progress=progress)
     return summary, placed
 
 
@@ -129,7 +144,7 @@ def plan_for(model: Any, config: Config | None = None) -> Plan:
     types = getattr(model, "attachment_types", None)
     return Plan(
         config,
-        UrlPolicy(url_support(model, config), url_patterns(model)),
+        UrlPolicy(url_support(model, config), url_patterns(model, config)),
         learned=lambda content_type, place: need(name, content_type, place),
         accepted=frozenset(types) if types else None,
     )

@@ -2,10 +2,11 @@
 
 In order of precedence:
 
-1. ``Config.url_support`` (``LLM_ASYNC_ATTACHMENTS_URL_SUPPORT``), by model id:
-   the user knows their proxy or local server best, both ways;
+1. ``Config.url_support`` (``LLM_ASYNC_ATTACHMENTS_URL_SUPPORT``), by model id,
+   its MIME patterns and its ``TYPE@REGEX`` URL patterns: the user knows their
+   proxy or local server best, both ways;
 2. the model's own ``supports_attachment_urls``: ``True`` (every type), or
-   MIME patterns such as ``{"image/*"}``;
+   MIME patterns such as ``{"image/*"}``; and its ``attachment_url_patterns``;
 3. :data:`KNOWN_URL_SUPPORT`, what plugins that predate the attribute really
    do, read from their source;
 4. ``False``: every URL is fetched and inlined, which is always safe.
@@ -23,7 +24,8 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
-from ..config import Config, UrlTypes
+from ..config import Config
+from ..url_support_setting import UrlTypes, url_pattern
 
 __all__ = [
     "KNOWN_URL_SUPPORT",
@@ -82,18 +84,26 @@ KNOWN_URL_SUPPORT: tuple[UrlDeclaration, ...] = (
     # llm's OpenAI plugin, Chat Completions (gpt-4o, gpt-4.1, ...), read in llm 0.30
     # and 0.36: _Shared.build_messages (0.36: through _append_llm_message) calls
     # _attachment(), which sends an image URL as image_url.url; audio becomes an
-    # inlined input_audio and PDF an inlined file part. llm-openrouter 0.7.1
-    # (OpenRouterChat) and llm-llama-server 0.2 subclass these without overriding
-    # either method, so they are covered too.
+    # inlined input_audio and PDF an inlined file part. llm-openrouter's chat classes
+    # (OpenRouterChat, OpenRouterAsyncChat: (_mixin, Chat), read in 0.6 and 0.7.1) and
+    # llm-llama-server 0.2 subclass these without overriding either method, so they
+    # are covered too.
     _declare(f"{_LLM}.Chat", _LLM_CHAT, "image/*"),
     _declare(f"{_LLM}.AsyncChat", _LLM_CHAT, "image/*"),
-    # llm >= 0.36, Responses API (o-series, gpt-5): _SharedResponses.
-    # _build_responses_input calls _responses_attachment(), which sends an image URL
-    # as input_image.image_url; PDF becomes an inlined input_file and audio an inlined
-    # data: URL. llm-openrouter 0.7.1's OpenRouterResponses overrides
-    # _build_responses_input (to replay its server-tool items), so it is not covered.
+    # llm >= 0.32, Responses API (o-series, gpt-5), read in 0.32 and 0.36:
+    # _SharedResponses._build_responses_input calls _responses_attachment(), which
+    # sends an image URL as input_image.image_url; PDF becomes an inlined input_file
+    # and audio an inlined data: URL.
     _declare(f"{_LLM}.Responses", ("_build_responses_input",), "image/*"),
     _declare(f"{_LLM}.AsyncResponses", ("_build_responses_input",), "image/*"),
+    # llm-openrouter >= 0.7 registers these (0.6 and earlier, the chat classes above),
+    # read in 0.7 and 0.7.1: (_mixin, Responses). _mixin._build_responses_input, which
+    # overrides llm's, replays OpenRouter's server-tool items and hands every other
+    # part, attachments included, to llm's _build_responses_input (above): image URLs
+    # go as input_image.image_url. With the chat_completions option, execute() runs
+    # OpenRouterChat or OpenRouterAsyncChat instead, which sends them as image_url.url.
+    _declare("llm_openrouter.OpenRouterResponses", ("_build_responses_input",), "image/*"),
+    _declare("llm_openrouter.OpenRouterAsyncResponses", ("_build_responses_input",), "image/*"),
     # llm-mistral, read in 0.15 and 0.16: _Shared.build_messages builds the content;
     # 0.15 through the module's _build_message_content(), 0.16 through
     # _Shared._content_from_parts and the module's _attachment_chunk(). Both send
@@ -173,16 +183,16 @@ def _known(model: Any) -> UrlDeclaration | None:
 def url_support(model: Any, config: Config) -> bool | str | Collection[str]:
     """Which URL attachments ``model`` takes as URLs, as :class:`UrlPolicy` reads it.
 
-    ``config.url_support`` for the model's id if it has an entry (``*``
-    meaning every type, no patterns meaning none), else
+    ``config.url_support``'s MIME patterns for the model's id if it has an
+    entry (``*`` meaning every type, none meaning none), else
     ``model.supports_attachment_urls`` if it says, else
     :data:`KNOWN_URL_SUPPORT`, else ``False``: every URL is fetched and
     inlined, which is always safe.
     """
-    model_id = getattr(model, "model_id", None)
-    for configured_id, patterns in config.url_support:
-        if configured_id == model_id:
-            return True if "*" in patterns else frozenset(patterns)
+    configured = _configured(model, config)
+    if configured is not None:
+        types = [pattern for pattern in configured if url_pattern(pattern) is None]
+        return True if "*" in types else frozenset(types)
     declared: bool | str | Collection[str] | None = getattr(model, "supports_attachment_urls", None)
     if declared is not None:
         return declared
@@ -190,12 +200,26 @@ def url_support(model: Any, config: Config) -> bool | str | Collection[str]:
     return False if known is None else known
 
 
-def url_patterns(model: Any) -> UrlTypes:
-    """The URLs ``model`` sends on as they are, as a type of their own, by pattern: its own
-    ``attachment_url_patterns`` (a mapping of type to regular expressions) if it has
-    any, else :data:`KNOWN_URL_SUPPORT`'s."""
+def url_patterns(model: Any, config: Config) -> UrlTypes:
+    """The URLs ``model`` sends on as they are, as a type of their own, by pattern:
+    ``config.url_support``'s ``TYPE@REGEX`` patterns for the model's id if it has an
+    entry (none meaning none), else its own ``attachment_url_patterns`` (a mapping of
+    type to regular expressions) if it has any, else :data:`KNOWN_URL_SUPPORT`'s."""
+    configured = _configured(model, config)
+    if configured is not None:
+        typed = (url_pattern(pattern) for pattern in configured)
+        return tuple((kind, (regex,)) for kind, regex in filter(None, typed))
     declared = getattr(model, "attachment_url_patterns", None)
     if declared:
         return tuple((kind, tuple(patterns)) for kind, patterns in declared.items())
     declaration = known_declaration(model)
     return () if declaration is None else declaration.url_types
+
+
+def _configured(model: Any, config: Config) -> tuple[str, ...] | None:
+    """``config.url_support``'s patterns for the model's id; ``None`` if it has no entry."""
+    model_id = getattr(model, "model_id", None)
+    for configured_id, patterns in config.url_support:
+        if configured_id == model_id:
+            return patterns
+    return None

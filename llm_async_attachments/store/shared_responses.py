@@ -53,7 +53,7 @@ from .tier import Tier
 from .tiers import CLAIM_SECONDS, Found, Tiers, Versions
 
 if TYPE_CHECKING:
-    from ..caps import Meter
+    from ..caps import Meter, Progress
     from ..http.cache_rules import Stored
 
 __all__ = ["Got", "content", "fetch_type"]
@@ -109,6 +109,8 @@ class _Ask:
     config: Config
     wanted: Callable[[str | None], bool]
     lease: memory.Lease
+    progress: Progress | None
+    """Told of the body as it downloads (not of one read back from memory or a tier)."""
 
     def admit(self, body: bytes, *, keep: bool) -> memory.Blob:
         """``body`` under the memory budget, held by this caller's lease."""
@@ -122,15 +124,19 @@ async def content(
     settings: FetchKey,
     wanted: Callable[[str | None], bool],
     lease: memory.Lease,
+    progress: Progress | None = None,
 ) -> Got:
     """The type of ``url`` and, if ``wanted(type)``, its body, from the cache if it may.
 
-    ``settings`` is ``fetch_key(config)``, which the caller has at hand.
+    ``settings`` is ``fetch_key(config)``, which the caller has at hand. ``progress``
+    is told of a body this call downloads; a caller that waits for another's
+    download of the same URL is not.
     """
     if has_credentials(url):
-        got, _versions = await _fetch(_Ask(url, None, meter, config, wanted, lease), None)
+        ask = _Ask(url, None, meter, config, wanted, lease, progress)
+        got, _versions = await _fetch(ask, None)
         return got
-    ask = _Ask(url, _key_of(url, config), meter, config, wanted, lease)
+    ask = _Ask(url, _key_of(url, config), meter, config, wanted, lease, progress)
     flight = (asyncio.get_running_loop(), url, settings)
     # One fetch at a time per URL and settings on a loop: the others then find it cached.
     # A failure is shared with those waiting, as a copy each (see ``flights``): a hundred
@@ -167,7 +173,9 @@ async def _cached(
         return Got(content_type, entry.blob if ask.wanted(content_type) else None, 0, 0)
     if isinstance(decision, rules.Miss) or not ask.wanted(content_type):
         return await _download(ask, tiers, claim=not adopted)
-    fetched = await http.fetch_content(ask.url, ask.meter, ask.config, ask.wanted, decision.headers)
+    fetched = await http.fetch_content(
+        ask.url, ask.meter, ask.config, ask.wanted, decision.headers, ask.progress
+    )
     if fetched.status != 304:
         got, _versions = await _keep(ask, key, fetched, tiers)
         return got
@@ -217,7 +225,9 @@ async def _download(ask: _Ask, tiers: Tiers | None, *, claim: bool = True) -> Go
 async def _fetch(ask: _Ask, tiers: Tiers | None) -> tuple[Got, Versions]:
     """The URL fetched, and kept as HTTP's rules allow; the versions the tiers kept."""
     http = _http_layer or await _http()
-    fetched = await http.fetch_content(ask.url, ask.meter, ask.config, ask.wanted)
+    fetched = await http.fetch_content(
+        ask.url, ask.meter, ask.config, ask.wanted, progress=ask.progress
+    )
     if ask.key is None:
         blob = ask.admit(fetched.content, keep=True) if fetched.content is not None else None
         return Got(fetched.type, blob, fetched.requests, len(fetched.content or b"")), Versions()

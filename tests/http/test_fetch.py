@@ -90,6 +90,39 @@ async def test_gzip_encoded_content_is_decoded(file_server):
     assert attachment.content_bytes() == samples.pdf()
 
 
+async def test_progress_counts_the_bytes_sent_against_the_content_length(file_server):
+    body = samples.sized("pdf", 300_000)
+    plain = file_server.add("/plain.pdf", body, content_type="application/pdf")
+    zipped = file_server.add("/zipped.pdf", body, content_type="application/pdf", gzip=True)
+    told: dict[str, list[tuple[int, int | None]]] = {plain: [], zipped: []}
+    hidden = zipped.replace("http://", "http://reader:s3cret@")
+
+    def progress(source: str, received: int, total: int | None) -> None:
+        told[source.replace("reader:***@", "")].append((received, total))
+
+    prompt = prompt_with(llm.Attachment(url=plain), llm.Attachment(url=hidden))
+    await laa.prepare_attachments(prompt, progress=progress)
+
+    for url, reports in told.items():
+        (total,) = {total for _, total in reports}
+        received = [count for count, _ in reports]
+        assert received == sorted(received) and received[-1] == total, url
+    # As sent: the gzip body's own length, smaller than the PDF it decodes to.
+    assert told[plain][-1][0] == len(body) > told[zipped][-1][0]
+
+
+async def test_no_progress_for_a_body_already_prepared(file_server):
+    url = file_server.add("/cat.png", samples.png(), content_type="image/png")
+    told = []
+    attachment = llm.Attachment(url=url)
+    await prepare(attachment)
+
+    await laa.prepare_attachments(prompt_with(attachment), progress=lambda *args: told.append(args))
+
+    assert told == []
+    assert file_server.requests == [("GET", "/cat.png")]
+
+
 async def test_oversize_content_length_is_refused_before_the_body(file_server):
     url = file_server.url(f"/big?size={1024 * MiB}")
     with pytest.raises(laa.AttachmentTooLarge) as caught:

@@ -1,7 +1,8 @@
 """Which URLs are not downloaded: the real plugins' classes, against loopback servers.
 
-llm-mistral and llm-openai-plugin send some URL attachments to their API as URLs
-(llm_async_attachments/integration/url_support.py says which, and where that was read). For
+llm-mistral, llm-openai-plugin and llm-openrouter send some URL attachments to their API
+as URLs, and llm-gemini YouTube links (llm_async_attachments/integration/url_support.py
+says which, and where that was read). For
 those, the file server must see no request at all when the type is given, and no
 body read when it is not; their API stub must get the URL itself; a type they
 inline must still be fetched, before execute() reads it.
@@ -13,6 +14,7 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import re
 from types import SimpleNamespace
 from typing import Any, ClassVar
 
@@ -23,6 +25,7 @@ import respx
 
 import llm_async_attachments as laa
 from llm_async_attachments.config import Config
+from llm_async_attachments.integration.prepare import plan_for
 from llm_async_attachments.integration.url_support import (
     KNOWN_URL_SUPPORT,
     url_patterns,
@@ -281,10 +284,57 @@ async def test_a_subclass_that_overrides_the_payload_method_gets_its_images_fetc
     )
 
 
+# --- llm-openrouter -------------------------------------------------------------------
+
+OPENROUTER = {"model_id": "openrouter/openai/gpt-4o", "model_name": "openai/gpt-4o", "vision": True}
+
+
+@pytest.fixture(scope="module")
+def llm_openrouter(_openai_server):
+    """The plugin module, after one sync prompt (no attachments) to the stub.
+
+    Its register_models() registers nothing without an OpenRouter key, so these tests use
+    its classes as it would: the Responses ones from 0.7 on (llm >= 0.32), the chat ones
+    before (under llm 0.30, make test-oldest, pip installs 0.6). The openai client's
+    start-up is done here, as for llm-openai-plugin above.
+    """
+    module = pytest.importorskip("llm_openrouter")
+    registered = getattr(module, "OpenRouterResponses", module.OpenRouterChat)
+    model = registered(**OPENROUTER, api_base=_openai_server.base_url)
+    assert model.prompt("warm up", key="loopback").text() == "ok"
+    return module
+
+
+@pytest.mark.parametrize("name", ["OpenRouterAsyncResponses", "OpenRouterAsyncChat"])
+async def test_llm_openrouter_sends_image_urls_on_a_first_turn_without_downloading_them(
+    name, llm_openrouter, openai_server, file_server, media
+):
+    cls = getattr(llm_openrouter, name, None)
+    if cls is None:
+        pytest.skip(f"this llm-openrouter has no {name}")
+    model = laa.prepare_before_execute(cls(**OPENROUTER, api_base=openai_server.base_url))
+    typed = llm.Attachment(url=media.png, type="image/png")
+    untyped = llm.Attachment(url=media.png.replace("cat.png", "cat.png?again"))
+    pdf = llm.Attachment(url=media.pdf, type="application/pdf")
+    conversation = model.conversation()
+    response = conversation.prompt("compare", attachments=[typed, untyped, pdf], key="loopback")
+
+    # Downloading either image would raise AttachmentTooLarge: max_bytes is 16 KiB.
+    assert await response.text() == "ok"
+    # The typed one: nothing; the other: the GET that reads its type, its body unread;
+    # the PDF, which the plugin inlines: fetched whole.
+    assert sorted(file_server.requests) == [("GET", "/cat.png"), ("GET", "/doc.pdf")]
+    sent = json.dumps(openai_server.bodies[-1])
+    assert media.png in sent and untyped.url in sent
+    assert "data:application/pdf;base64,JVBER" in sent
+
+
 # --- which declaration applies -----------------------------------------------------
 
 
-def test_each_plugin_class_is_declared_for_what_its_source_sends(llm_mistral, llm_openai):
+def test_each_plugin_class_is_declared_for_what_its_source_sends(
+    llm_mistral, llm_openai, llm_openrouter
+):
     config = Config()
     chat = llm.get_async_model("gpt-4o-mini")
     assert url_support(chat, config) == {"image/*"}
@@ -293,6 +343,10 @@ def test_each_plugin_class_is_declared_for_what_its_source_sends(llm_mistral, ll
     assert url_support(sync_mistral, config) == {"image/*", "audio/*"}
     for cls in (llm_openai.ResponsesModel, llm_openai.AsyncResponsesModel):
         assert url_support(cls("gpt-4o", vision=True), config) == {"image/*"}
+    for name in ("Chat", "AsyncChat", "Responses", "AsyncResponses"):
+        cls = getattr(llm_openrouter, f"OpenRouter{name}", None)  # Responses: 0.7 and later
+        if cls is not None:
+            assert url_support(cls(**OPENROUTER), config) == {"image/*"}, name
 
 
 def test_a_subclass_keeps_the_declaration_unless_it_overrides_a_payload_method(llm_mistral):
@@ -389,28 +443,37 @@ def gemini_model():
     payload methods the declaration names; older releases get no declaration)."""
     llm_gemini = pytest.importorskip("llm_gemini")
     model = llm_gemini.AsyncGeminiPro("gemini-2.5-flash")
-    if not url_patterns(model):
+    if not url_patterns(model, Config()):
         pytest.skip("this llm-gemini builds its payload in methods the declaration does not name")
     return laa.prepare_before_execute(model)
 
 
-async def test_llm_gemini_sends_a_youtube_url_as_file_data_with_no_request_to_youtube(
-    gemini_model,
-):
-    sent = []
+@contextlib.contextmanager
+def gemini_api():
+    """Google's API answered with ``GEMINI_ANSWER``: yields the request bodies it got, and
+    the route that any request to YouTube would take.
+
+    llm-gemini posts to Google's API with encode's httpx (respx's default mocker); the
+    package's own fetches go through httpcore2, where any request to YouTube would show.
+    """
+    sent: list[Any] = []
 
     def answer(request):
         sent.append(json.loads(request.content))
         return httpx.Response(200, json=GEMINI_ANSWER)
 
-    # llm-gemini posts to Google's API with encode's httpx (respx's default mocker); the
-    # package's own fetches go through httpcore2, where any request to YouTube would show.
     with (
         respx.mock(assert_all_called=False) as api,
         respx.mock(using="httpcore2", assert_all_called=False) as ours,
     ):
         api.post(host="generativelanguage.googleapis.com").mock(side_effect=answer)
-        youtube = ours.route(host__regex=r"(www\.)?youtube\.com|youtu\.be")
+        yield sent, ours.route(host__regex=r"(www\.)?youtube\.com|youtu\.be")
+
+
+async def test_llm_gemini_sends_a_youtube_url_as_file_data_with_no_request_to_youtube(
+    gemini_model,
+):
+    with gemini_api() as (sent, youtube):
         video = llm.Attachment(url=YOUTUBE)
         text = await gemini_model.prompt("what is this?", attachments=[video], key="k").text()
 
@@ -420,6 +483,61 @@ async def test_llm_gemini_sends_a_youtube_url_as_file_data_with_no_request_to_yo
     parts = body["contents"][-1]["parts"]
     assert {"fileData": {"mimeType": "video/youtube", "fileUri": YOUTUBE}} in parts
     assert video.resolve_type() == "video/youtube"  # prepared: no I/O
+
+
+async def test_configured_url_patterns_send_youtube_shorts_to_llm_gemini_with_no_request(
+    gemini_model,
+):
+    # llm-gemini's own patterns (and so the shipped declaration) know no Shorts link:
+    # alone, llm would ask YouTube with a HEAD, get text/html, and refuse it.
+    shorts = "https://www.youtube.com/shorts/dQw4w9WgXcQ"
+    watch_or_shorts = r"video/youtube@^https://(www\.)?youtube\.com/(watch\?v=|shorts/)"
+    # By its id, gemini/gemini-2.5-flash: llm-gemini registers gemini-2.5-flash as an alias.
+    use(url_support=((gemini_model.model_id, (watch_or_shorts,)),))
+
+    with gemini_api() as (sent, youtube):
+        videos = [llm.Attachment(url=shorts), llm.Attachment(url=YOUTUBE)]
+        text = await gemini_model.prompt("what are these?", attachments=videos, key="k").text()
+
+    assert text == "a video"
+    assert not youtube.called
+    (body,) = sent
+    parts = body["contents"][-1]["parts"]
+    for url in (shorts, YOUTUBE):
+        assert {"fileData": {"mimeType": "video/youtube", "fileUri": url}} in parts
+
+
+async def test_a_configured_url_pattern_types_a_url_with_no_request_to_its_host(file_server):
+    model = llm.get_async_model("echo")  # takes image/png, image/jpeg, image/gif
+    shot = file_server.add("/shots/1", samples.png(), content_type="image/png")
+    host = re.escape(file_server.base_url)
+    use(url_support=(("echo", (f"image/png@^{host}/shots/",)),))
+
+    output = json.loads(await model.prompt("x", attachments=[llm.Attachment(url=shot)]).text())
+
+    assert output["attachments"][0]["url"] == shot  # passed on as it is, as image/png
+    assert file_server.requests == []
+
+
+def test_configured_url_patterns_replace_the_models_and_the_shipped_ones():
+    class Clips(Carrier):
+        model_id = "clips"
+        attachment_url_patterns: ClassVar = {"video/clip": (r"^https://clips\.test/",)}
+
+    llm_gemini = pytest.importorskip("llm_gemini")
+    gemini = llm_gemini.AsyncGeminiPro("gemini-2.5-flash")
+    configured = Config(
+        url_support=(
+            ("clips", ("image/*", r"video/mp4@^https://cdn\.test/.*\.mp4$")),
+            (gemini.model_id, ()),
+        )
+    )
+    assert url_patterns(Clips(), configured) == (("video/mp4", (r"^https://cdn\.test/.*\.mp4$",)),)
+    assert url_support(Clips(), configured) == {"image/*"}  # the URL pattern is not a MIME type
+    assert url_patterns(gemini, configured) == ()  # an entry with no patterns: none
+    policy = plan_for(Clips(), configured).urls
+    assert policy.type_of("https://cdn.test/a/b.mp4") == "video/mp4"
+    assert policy.type_of("https://clips.test/c/1") is None
 
 
 async def test_a_model_declares_its_own_url_patterns(file_server):

@@ -394,8 +394,12 @@ def test_a_body_damaged_on_disk_is_not_served(tmp_path):
     start = data.index(content[:1024]) + 5000  # inside the body, which repeats every 256
     data[start - start % PAGE + PAGE // 2] ^= 0x01  # mid-page: not an overflow page's link
     (tmp_path / DATABASE).write_bytes(bytes(data))
-    found = DiskTier(tmp_path, max_bytes=MiB).get_blocking("k")
-    assert found is None or found.body == content
+    reopened = DiskTier(tmp_path, max_bytes=MiB)
+    with caught() as messages:
+        assert reopened.get_blocking("k") is None  # read as absent: never the damaged bytes
+        assert reopened.get_blocking("k") is None  # and removed, with no second warning
+    assert kinds(messages) == ["read an entry (SQLITE_CORRUPT)"]
+    assert "does not match its checksum" in messages[0]
 
 
 # Off the loop.

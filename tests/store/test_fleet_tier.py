@@ -410,7 +410,8 @@ async def test_a_storm_of_cancellations_leaves_no_connection_behind(start_redis)
                     task = asyncio.ensure_future(tier.get(key))
                 else:
                     task = asyncio.ensure_future(tier.put(key, bodies[key], key.encode(), 600))
-                loop.call_later(rng.uniform(0, 0.01), task.cancel)
+                if rng.random() < 0.6:  # the rest run to their end, however loaded the machine
+                    loop.call_later(rng.uniform(0, 0.01), task.cancel)
                 tasks.append(task)
             outcomes += await asyncio.gather(*tasks, return_exceptions=True)
         # Afterwards every record is whole and every answer is its own: no connection
@@ -419,7 +420,7 @@ async def test_a_storm_of_cancellations_leaves_no_connection_behind(start_redis)
             found = await asyncio.gather(*(tier.get(key) for key in keys * 4))
     assert messages == []
     cancelled = sum(isinstance(outcome, asyncio.CancelledError) for outcome in outcomes)
-    assert 0 < cancelled < len(outcomes)  # the seed cancels some, midway or before
+    assert 0 < cancelled < len(outcomes)  # the seed cancels some, midway or before, not all
     for key, record in zip(keys * 4, found, strict=True):
         assert record is not None and (record.body, record.meta) == (bodies[key], key.encode())
 

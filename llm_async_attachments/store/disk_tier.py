@@ -190,7 +190,7 @@ class DiskTier:
         await self._run("release a fetch", None, self._release, key, token, mark)
 
     def size(self) -> int:
-        """Bytes of the records the database counts now (blocking: tests and status)."""
+        """Bytes of the records the database counts now (blocking: not on an event loop)."""
         return self._call("count entries", 0, self._size)
 
     def close(self) -> None:

@@ -42,23 +42,19 @@ class Found(NamedTuple):
 
     record: Record
     versions: Versions
-    keep_for: float
 
 
 class Tiers:
-    """``tiers``, closest first; ``keep_for(meta)``: how long a record with that meta is
-    worth keeping (seconds), ``None`` when the meta is not valid."""
+    """``tiers``, closest first. Lookups take ``keep_for(meta)``: how long a record with
+    that meta is worth keeping (seconds), ``None`` when the meta is not valid."""
 
     def __init__(self, tiers: tuple[Tier, ...]) -> None:
         self.tiers = tiers
 
-    async def find(self, key: str, keep_for: Callable[[bytes], float | None]) -> Found | None:
-        """The closest record for ``key``; one from the fleet is copied to the disk."""
-        return await self._find(self.tiers, key, keep_for)
-
     async def _find(
         self, tiers: Sequence[Tier], key: str, keep_for: Callable[[bytes], float | None]
     ) -> Found | None:
+        """The closest record for ``key`` in ``tiers``."""
         for index, tier in enumerate(tiers):
             record = await tier.get(key)
             if record is not None:
@@ -82,7 +78,7 @@ class Tiers:
             version = await closer.put(key, record.body, record.meta, seconds)
             if version is not None:
                 versions[closer.name] = version
-        return Found(record, versions, seconds)
+        return Found(record, versions)
 
     async def keep(self, key: str, body: bytes, meta: bytes, keep_for: float) -> Versions:
         """Write a new record to every tier; the versions of those that kept it."""

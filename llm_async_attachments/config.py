@@ -433,7 +433,8 @@ class Config:
         metadata=_setting(
             SIZE_OR_ZERO,
             "Size of the on-disk cache that URL content leaving memory is read back "
-            "from without the network (`no-store` responses are never written); 0 turns it off.",
+            "from without the network, one budget for every process of the machine "
+            "sharing its directory (`no-store` responses are never written); 0 turns it off.",
         ),
     )
     disk_cache_dir: str | None = field(

@@ -187,7 +187,7 @@ async def _cached(
     entry.stored = refreshed
     entry.fresh_until = _freshness(rules, ask.url, refreshed)
     if tiers is not None:  # the records this body is, and no other
-        lifetime = _lifetime(rules, ask.url, refreshed)
+        lifetime = _lifetime(refreshed, entry.fresh_until)
         await tiers.refresh(_disk_key(key), entry.versions, refreshed.to_bytes(), lifetime)
     _remember(key, entry)
     return Got(content_type, entry.blob, fetched.requests, 0)
@@ -202,11 +202,11 @@ async def _download(ask: _Ask, tiers: Tiers | None, *, claim: bool = True) -> Go
     key, disk_key, rules = ask.key, _disk_key(ask.key), await _rules()
     if _http_layer is None:  # a record's freshness is counted with its request headers
         await _http()
-    keep_for = functools.partial(_keep_for, rules, ask.url)
+    read = functools.partial(_read, rules, ask.url)
     seconds = min(ask.config.deadline, CLAIM_SECONDS)
-    found, token = await tiers.wait_or_claim(disk_key, seconds, keep_for)
+    found, token = await tiers.wait_or_claim(disk_key, seconds, read)
     if found is not None:  # another process fetched it meanwhile
-        return await _cached(ask, key, _adopt(ask, key, found, rules), tiers, adopted=True)
+        return await _cached(ask, key, _adopt(ask, key, found), tiers, adopted=True)
     mark, versions = False, Versions()
     try:
         got, versions = await _fetch(ask, tiers)
@@ -254,42 +254,50 @@ async def _keep(ask: _Ask, key: _Key, fetched: Any, tiers: Tiers | None) -> tupl
         got = Got(fetched.type, ask.admit(body, keep=keep), fetched.requests, downloaded)
         return got, Versions()
     blob = ask.admit(body, keep=True)
-    lifetime = _lifetime(rules, ask.url, stored)
+    fresh_until = _freshness(rules, ask.url, stored)
+    lifetime = _lifetime(stored, fresh_until)
     versions = Versions()
     if tiers is not None and lifetime > 0:
         versions = await tiers.keep(_disk_key(key), body, stored.to_bytes(), lifetime)
-    _remember(key, _Entry(stored, blob, versions, _freshness(rules, ask.url, stored)))
+    _remember(key, _Entry(stored, blob, versions, fresh_until))
     return Got(fetched.type, blob, fetched.requests, downloaded), versions
 
 
-def _adopt(ask: _Ask, key: _Key, found: Found, rules: ModuleType) -> _Entry:
+def _adopt(ask: _Ask, key: _Key, found: Found[_Reading]) -> _Entry:
     """A record from a tier as the entry in memory, its body held by the caller's lease."""
-    stored = rules.Stored.from_bytes(found.record.meta)  # valid: _keep_for read it
+    stored, fresh_until = found.read
     blob = ask.admit(found.record.body, keep=True)
-    entry = _Entry(stored, blob, found.versions, _freshness(rules, ask.url, stored))
+    entry = _Entry(stored, blob, found.versions, fresh_until)
     _remember(key, entry)
     return entry
 
 
 def _freshness(rules: ModuleType, url: str, stored: Stored) -> float:
+    """``time.time()`` until which ``stored`` is fresh (a hishel lookup: computed once
+    per response, and kept in its entry)."""
     assert _http_layer is not None  # imported before any response is kept
     return time.time() + float(rules.fresh_for(url, _http_layer.REQUEST_HEADERS, stored))
 
 
-def _lifetime(rules: ModuleType, url: str, stored: Stored) -> float:
+def _lifetime(stored: Stored, fresh_until: float) -> float:
     """Seconds a tier keeps ``stored``: while fresh, and a week more with a validator."""
-    fresh = _freshness(rules, url, stored) - time.time()
     validated = any(name in ("etag", "last-modified") for name, _ in stored.headers)
-    return max(0.0, fresh) + (STALE_KEEP if validated else 0.0)
+    return max(0.0, fresh_until - time.time()) + (STALE_KEEP if validated else 0.0)
 
 
-def _keep_for(rules: ModuleType, url: str, meta: bytes) -> float | None:
-    """:func:`_lifetime` of a tier's record, ``None`` if its meta is not a response's."""
+_Reading = tuple["Stored", float]
+"""A tier's record read: the response it stores, and until when it is fresh."""
+
+
+def _read(rules: ModuleType, url: str, meta: bytes) -> tuple[_Reading, float] | None:
+    """A tier's record meta read (see ``tiers.Read``): the response, until when it is
+    fresh, and its :func:`_lifetime`; ``None`` if it is not a response's."""
     try:
         stored = rules.Stored.from_bytes(meta)
     except ValueError:
         return None
-    return _lifetime(rules, url, stored)
+    fresh_until = _freshness(rules, url, stored)
+    return (stored, fresh_until), _lifetime(stored, fresh_until)
 
 
 def _remember(key: _Key, entry: _Entry) -> None:

@@ -17,11 +17,17 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from typing import Generic, NamedTuple, TypeVar
 
 from .tier import Claim, Record, Tier
 
-__all__ = ["CLAIM_SECONDS", "POLL_FIRST", "POLL_MOST", "Found", "Tiers", "Versions"]
+__all__ = ["CLAIM_SECONDS", "POLL_FIRST", "POLL_MOST", "Found", "Read", "Tiers", "Versions"]
+
+
+T = TypeVar("T")
+Read = Callable[[bytes], tuple[T, float] | None]
+"""What the caller reads in a record's meta, and the seconds the record is worth keeping;
+``None`` when the meta is not valid."""
 
 
 class Versions(dict[str, str]):
@@ -37,48 +43,47 @@ POLL_MOST = 0.1
 """The longest wait between two looks (each doubles the last, up to this)."""
 
 
-class Found(NamedTuple):
-    """A record found in a tier, and the versions it now has in each tier."""
+class Found(NamedTuple, Generic[T]):
+    """A record found in a tier, what the caller read in its meta, and the versions it
+    now has in each tier."""
 
     record: Record
+    read: T
     versions: Versions
 
 
 class Tiers:
-    """``tiers``, closest first. Lookups take ``keep_for(meta)``: how long a record with
-    that meta is worth keeping (seconds), ``None`` when the meta is not valid."""
+    """``tiers``, closest first. Lookups take ``read(meta)`` (see :data:`Read`), so that
+    a record's meta is read once, and one that is not valid is removed."""
 
     def __init__(self, tiers: tuple[Tier, ...]) -> None:
         self.tiers = tiers
 
-    async def _find(
-        self, tiers: Sequence[Tier], key: str, keep_for: Callable[[bytes], float | None]
-    ) -> Found | None:
+    async def _find(self, tiers: Sequence[Tier], key: str, read: Read[T]) -> Found[T] | None:
         """The closest record for ``key`` in ``tiers``."""
         for index, tier in enumerate(tiers):
             record = await tier.get(key)
             if record is not None:
-                found = await self._found(index, record, key, keep_for)
+                found = await self._found(index, record, key, read)
                 if found is not None:
                     return found
         return None
 
-    async def _found(
-        self, index: int, record: Record, key: str, keep_for: Callable[[bytes], float | None]
-    ) -> Found | None:
+    async def _found(self, index: int, record: Record, key: str, read: Read[T]) -> Found[T] | None:
         """``record``, from the tier at ``index``, copied to the closer ones; ``None`` if
         it is not ours to read (it is removed)."""
         tier = self.tiers[index]
-        seconds = keep_for(record.meta)
-        if seconds is None:
+        reading = read(record.meta)
+        if reading is None:
             await tier.remove(key, record.version)
             return None
+        value, seconds = reading
         versions = Versions({tier.name: record.version})
         for closer in self.tiers[:index]:
             version = await closer.put(key, record.body, record.meta, seconds)
             if version is not None:
                 versions[closer.name] = version
-        return Found(record, versions)
+        return Found(record, value, versions)
 
     async def keep(self, key: str, body: bytes, meta: bytes, keep_for: float) -> Versions:
         """Write a new record to every tier; the versions of those that kept it."""
@@ -98,8 +103,8 @@ class Tiers:
                 await tier.refresh(key, version, meta, keep_for)
 
     async def wait_or_claim(
-        self, key: str, seconds: float, keep_for: Callable[[bytes], float | None]
-    ) -> tuple[Found | None, str | None]:
+        self, key: str, seconds: float, read: Read[T]
+    ) -> tuple[Found[T] | None, str | None]:
         """The closest record for ``key``, else the widest tier's claim to fetch it (its
         token; ``None``: not claimed, fetch anyway). While another process holds the
         claim, the tiers are looked at again until its record comes or ``seconds`` pass."""
@@ -107,12 +112,12 @@ class Tiers:
         loop = asyncio.get_running_loop()
         until, pause = loop.time() + seconds, POLL_FIRST
         while True:
-            found = await self._find(closer, key, keep_for)
+            found = await self._find(closer, key, read)
             if found is not None:
                 return found, None
             answer = await _find_or_claim(widest, key, seconds)
             if isinstance(answer, Record):
-                found = await self._found(len(closer), answer, key, keep_for)
+                found = await self._found(len(closer), answer, key, read)
                 if found is not None:
                     return found, None
             elif not answer.wait or loop.time() > until:

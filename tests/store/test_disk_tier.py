@@ -73,10 +73,18 @@ def integrity(directory: Path) -> list[str]:
 
 
 def counted_right(tier: DiskTier) -> bool:
-    """Whether the total the database keeps is the sum of its rows, each counted right."""
-    found = rows(tier.directory)
-    sizes = [size for _, _, meta, content, size in found if size == entry_size(content, meta)]
-    return len(sizes) == len(found) and sum(sizes) == tier.size()
+    """Whether the total the database keeps is the sum of its rows, each counted right.
+
+    Rows and total are read in one transaction, so in one snapshot: a write still
+    running on a worker thread for a task cancelled meanwhile commits before or after.
+    """
+    with contextlib.closing(sqlite3.connect(tier.directory / DATABASE)) as connection:
+        connection.execute("BEGIN")
+        found = connection.execute("SELECT meta, body, size FROM records").fetchall()
+        (total,) = connection.execute("SELECT bytes FROM total").fetchone()
+        connection.rollback()
+    sizes = [size for meta, content, size in found if size == entry_size(content, meta)]
+    return len(sizes) == len(found) and sum(sizes) == total
 
 
 def caught() -> contextlib.AbstractContextManager[list[str]]:

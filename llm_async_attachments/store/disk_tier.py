@@ -34,10 +34,13 @@ database ``0o600``, whatever the umask. A directory that
 fails the check, a full or read-only disk, or a damaged database make the
 tier keep nothing, with a :class:`DiskCacheWarning` per kind of failure.
 
-Every database call runs on one of two worker threads (``worker_threads``); a
-call takes a connection from the tier's idle ones, or opens one. Connections
-are not carried into a child after ``fork()``: it opens its own. Knows nothing
-of llm or HTTP.
+Threads: reads run on two worker threads (``worker_threads``), writes on a third,
+so that a lookup never waits behind a large body being written, and the writes of
+one process never wait for each other in SQLite's busy handler (which sleeps 1 ms,
+then 2, 5...): only for another process's. A lookup that finds nothing is then
+claimed on the writing thread. A call takes a connection from the tier's idle ones,
+or opens one. Connections are not carried into a child after ``fork()``: it opens
+its own. Knows nothing of llm or HTTP.
 """
 
 from __future__ import annotations
@@ -74,7 +77,9 @@ _ROW_OVERHEAD = 128  # bytes counted per row beyond its meta and body (key, vers
 _TOUCH_EVERY = 60.0  # seconds: recency is written at most this often per row
 _BUSY_MS = 5000  # how long a write waits for another process's
 _CHECKPOINT_WAIT_MS = 100  # how long a checkpoint of a grown log waits for readers
-_WORKERS = WorkerThreads(2, "llm-async-attachments-disk")  # see worker_threads
+_READS = WorkerThreads(2, "llm-async-attachments-disk-read")  # see "Threads" above
+_WRITES = WorkerThreads(1, "llm-async-attachments-disk-write")
+_WRITING = threading.RLock()  # see _writing
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
     key TEXT PRIMARY KEY, version TEXT NOT NULL, meta BLOB NOT NULL, body BLOB NOT NULL,
@@ -165,29 +170,34 @@ class DiskTier:
         _tiers.add(self)
 
     async def get(self, key: str) -> Record | None:
-        return await self._run("read an entry", None, self._get, key)
+        return await self._run(_READS, "read an entry", None, self._get, key)
 
     def get_blocking(self, key: str) -> Record | None:
         """:meth:`get` in the calling thread: for worker threads and sync code, never a loop."""
         return self._call("read an entry", None, self._get, key)
 
     async def put(self, key: str, body: bytes, meta: bytes, keep_for: float) -> str | None:
-        return await self._run("write an entry", None, self._put, key, body, meta, keep_for)
+        return await self._run(
+            _WRITES, "write an entry", None, self._put, key, body, meta, keep_for
+        )
 
     async def refresh(self, key: str, version: str, meta: bytes, keep_for: float) -> bool:
         return await self._run(
-            "refresh an entry", False, self._refresh, key, version, meta, keep_for
+            _WRITES, "refresh an entry", False, self._refresh, key, version, meta, keep_for
         )
 
     async def remove(self, key: str, version: str) -> None:
-        await self._run("remove an entry", None, self._remove, key, version)
+        await self._run(_WRITES, "remove an entry", None, self._remove, key, version)
 
     async def find_or_claim(self, key: str, seconds: float) -> Record | Claim:
+        record = await self.get(key)  # the usual answer, without the write lock
+        if record is not None:
+            return record
         nothing = Claim(None, False)
-        return await self._run("claim a fetch", nothing, self._find_or_claim, key, seconds)
+        return await self._run(_WRITES, "claim a fetch", nothing, self._claim, key, seconds)
 
     async def release(self, key: str, token: str, *, mark: bool) -> None:
-        await self._run("release a fetch", None, self._release, key, token, mark)
+        await self._run(_WRITES, "release a fetch", None, self._release, key, token, mark)
 
     def size(self) -> int:
         """Bytes of the records the database counts now (blocking: not on an event loop)."""
@@ -204,8 +214,15 @@ class DiskTier:
 
     # Worker-thread side.
 
-    async def _run(self, action: str, empty: T, work: Callable[..., T], *args: object) -> T:
-        return await _WORKERS.run(functools.partial(self._call, action, empty, work, *args))
+    async def _run(
+        self,
+        threads: WorkerThreads,
+        action: str,
+        empty: T,
+        work: Callable[..., T],
+        *args: object,
+    ) -> T:
+        return await threads.run(functools.partial(self._call, action, empty, work, *args))
 
     def _call(self, action: str, empty: T, work: Callable[..., T], *args: object) -> T:
         if self._refused is not None:
@@ -286,26 +303,22 @@ class DiskTier:
         with self._connection() as connection:
             return _record(connection, _digest(key))
 
-    def _find_or_claim(self, key: str, seconds: float) -> Record | Claim:
+    def _claim(self, key: str, seconds: float) -> Record | Claim:
         digest = _digest(key)
-        with self._connection() as connection:
-            record = _record(connection, digest)  # the usual answer, without a write lock
+        with self._connection() as connection, _transaction(connection):
+            record = _record(connection, digest)  # written since
             if record is not None:
                 return record
-            with _transaction(connection):
-                record = _record(connection, digest)  # written since
-                if record is not None:
-                    return record
-                now = time.time()
-                row = connection.execute(
-                    "SELECT token FROM claims WHERE key = ? AND until > ?", (digest, now)
-                ).fetchone()
-                if row is not None:
-                    return Claim(None, row[0] is not None)
-                token = uuid.uuid4().hex
-                connection.execute(
-                    "INSERT OR REPLACE INTO claims VALUES (?, ?, ?)", (digest, token, now + seconds)
-                )
+            now = time.time()
+            row = connection.execute(
+                "SELECT token FROM claims WHERE key = ? AND until > ?", (digest, now)
+            ).fetchone()
+            if row is not None:
+                return Claim(None, row[0] is not None)
+            token = uuid.uuid4().hex
+            connection.execute(
+                "INSERT OR REPLACE INTO claims VALUES (?, ?, ?)", (digest, token, now + seconds)
+            )
         return Claim(token, False)
 
     def _put(self, key: str, body: bytes, meta: bytes, keep_for: float) -> str | None:
@@ -349,7 +362,7 @@ class DiskTier:
         grown past :data:`WAL_LIMIT` (processes that kept reading starved SQLite's own
         checkpoints) is checkpointed and truncated if no reader holds it now. Best
         effort: the write is done whatever happens here."""
-        with contextlib.suppress(sqlite3.Error, OSError):
+        with contextlib.suppress(sqlite3.Error, OSError), _writing():
             self._tidy_up(connection, evicted)
 
     def _tidy_up(self, connection: sqlite3.Connection, evicted: bool) -> None:
@@ -368,14 +381,14 @@ class DiskTier:
                 connection.execute(f"PRAGMA busy_timeout = {_BUSY_MS}")
 
     def _remove(self, key: str, version: str) -> None:
-        with self._connection() as connection:
+        with self._connection() as connection, _transaction(connection):
             connection.execute(
                 "DELETE FROM records WHERE key = ? AND version = ?", (_digest(key), version)
             )
 
     def _release(self, key: str, token: str, mark: bool) -> None:
         digest = _digest(key)
-        with self._connection() as connection:
+        with self._connection() as connection, _transaction(connection):
             if mark:
                 connection.execute(
                     "UPDATE claims SET token = NULL, until = ? WHERE key = ? AND token = ?",
@@ -392,7 +405,10 @@ _tiers: weakref.WeakSet[DiskTier] = weakref.WeakSet()
 
 def _forked() -> None:
     """In a child after ``fork()``: a SQLite connection must not cross it. The parent's
-    are dropped, unclosed (closing one could release the parent's locks)."""
+    are dropped, unclosed (closing one could release the parent's locks), and the write
+    lock is new (a thread of the parent's may have held it)."""
+    global _WRITING
+    _WRITING = threading.RLock()
     for tier in list(_tiers):
         tier._idle, tier._lock = [], threading.Lock()
 
@@ -423,10 +439,14 @@ def _record(connection: sqlite3.Connection, digest: str) -> Record | None:
     body, meta, version, used, body_sum, meta_sum = row
     if (body_sum, meta_sum) != (_checksum(body), _checksum(meta)):
         # SQLite checks its own structure, not what a page holds: a damaged body is gone.
-        connection.execute("DELETE FROM records WHERE key = ? AND version = ?", (digest, version))
+        with _writing():
+            connection.execute(
+                "DELETE FROM records WHERE key = ? AND version = ?", (digest, version)
+            )
         raise _Damaged(f"the record of {digest[:16]}... does not match its checksum")
     if used < now - _TOUCH_EVERY:
-        connection.execute("UPDATE records SET used = ? WHERE key = ?", (now, digest))
+        with _writing():
+            connection.execute("UPDATE records SET used = ? WHERE key = ?", (now, digest))
     return Record(body, meta, version)
 
 
@@ -440,15 +460,26 @@ def _digest(key: str) -> str:
 
 
 @contextlib.contextmanager
+def _writing() -> Iterator[None]:
+    """This process's writes, one at a time: SQLite takes one writer per database
+    anyway, and a second thread of ours that asked for the lock meanwhile would sleep in
+    SQLite's busy handler (1 ms, then 2, 5, 10...) rather than wait for the first. Only
+    other processes' writes are left to the busy timeout."""
+    with _WRITING:
+        yield
+
+
+@contextlib.contextmanager
 def _transaction(connection: sqlite3.Connection) -> Iterator[None]:
     """A write transaction, taken at once (so two processes never upgrade and deadlock)."""
-    connection.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        connection.rollback()
-        raise
-    connection.commit()
+    with _writing():
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            connection.rollback()
+            raise
+        connection.commit()
 
 
 def _set_up(connection: sqlite3.Connection, *, schema: bool) -> None:

@@ -561,6 +561,36 @@ async def test_concurrent_tasks_stay_within_the_limit(tmp_path):
     assert await asyncio.to_thread(counted_right, tier)
 
 
+async def test_writes_of_one_process_wait_for_each_other_not_for_sqlite(tmp_path, monkeypatch):
+    # With no busy timeout, a write that found another thread of this process's in its
+    # transaction would fail at once (SQLITE_BUSY): with a lock of the process's own, it
+    # waits for it instead (rather than sleep in SQLite's busy handler, 1 ms and more).
+    tier = DiskTier(tmp_path, max_bytes=64 * entry_size(b"x" * 4096))
+    with contextlib.ExitStack() as opened:  # a connection per thread: two read, one writes
+        for _ in range(3):
+            opened.enter_context(tier._connection()).execute("PRAGMA busy_timeout = 0")
+    monkeypatch.setattr(disk, "_BUSY_MS", 0)  # which a tidy-up after a write sets back
+    keys = [f"key-{number}" for number in range(200)]
+    with caught() as messages:
+        claims = await asyncio.gather(*(tier.find_or_claim(key, 60) for key in keys))
+        await asyncio.gather(
+            *(tier.put(key, body(key, 0, 4096), b"", 600) for key in keys[::2]),
+            *(
+                tier.release(key, claim.token, mark=True)
+                for key, claim in zip(keys[1::2], claims[1::2], strict=True)
+                if isinstance(claim, Claim) and claim.token is not None
+            ),
+            *(tier.remove(key, "some version") for key in keys[:50]),
+        )
+    assert messages == []
+    assert all(isinstance(claim, Claim) and claim.token for claim in claims)
+    assert (
+        await asyncio.gather(*(tier.find_or_claim(key, 60) for key in keys[1::2]))
+        == [Claim(None, False)] * 100
+    )  # marked: not worth waiting for
+    assert await asyncio.to_thread(counted_right, tier)
+
+
 def disk_threads() -> int:
     """How many threads the disk tiers of this process run their calls on."""
     return sum(t.name.startswith("llm-async-attachments-disk") for t in threading.enumerate())

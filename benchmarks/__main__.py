@@ -25,6 +25,7 @@ import matplotlib.pyplot as plt
 
 from benchmarks import (
     b1_openai,
+    b2_disk_cost,
     b2_fanout,
     b3_oversize,
     b4_bridge,
@@ -152,6 +153,7 @@ def main() -> None:
     IMAGES.mkdir(exist_ok=True)
     b1, b1_text = captured(b1_openai.main)
     b2, b2_text = captured(b2_fanout.main, [])
+    _, b2_disk_text = captured(b2_disk_cost.main)
     _, b3_text = captured(b3_oversize.main)
     _, overhead_text = captured(overhead.main)
     _, b4_text = captured(b4_bridge.run, [])
@@ -168,6 +170,7 @@ def main() -> None:
         b1_plot=b1_plot,
         b2=b2_text,
         b2_plot=b2_plot,
+        b2_disk=b2_disk_text,
         b3=b3_text,
         overhead=overhead_text,
         b4=b4_text,

@@ -88,6 +88,7 @@ CREATE TABLE IF NOT EXISTS records (
 CREATE INDEX IF NOT EXISTS records_used ON records (used);
 CREATE INDEX IF NOT EXISTS records_expires ON records (expires);
 CREATE TABLE IF NOT EXISTS claims (key TEXT PRIMARY KEY, token TEXT, until REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS claims_until ON claims (until);
 CREATE TABLE IF NOT EXISTS total (one INTEGER PRIMARY KEY CHECK (one = 1), bytes INTEGER);
 INSERT OR IGNORE INTO total VALUES (1, 0);
 CREATE TRIGGER IF NOT EXISTS counted AFTER INSERT ON records
@@ -310,9 +311,10 @@ class DiskTier:
             if record is not None:
                 return record
             now = time.time()
-            row = connection.execute(
-                "SELECT token FROM claims WHERE key = ? AND until > ?", (digest, now)
-            ).fetchone()
+            # Claims and marks that expired leave here, or a tier that is never written to
+            # (no response may be kept) would keep every one.
+            connection.execute("DELETE FROM claims WHERE until <= ?", (now,))
+            row = connection.execute("SELECT token FROM claims WHERE key = ?", (digest,)).fetchone()
             if row is not None:
                 return Claim(None, row[0] is not None)
             token = uuid.uuid4().hex

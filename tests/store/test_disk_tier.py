@@ -245,6 +245,26 @@ async def poll_for_a_claim(tier: DiskTier, key: str, within: float = 10.0) -> Cl
     raise AssertionError(f"no claim on {key!r} within {within} s")
 
 
+def claim_rows(directory: Path) -> int:
+    with contextlib.closing(sqlite3.connect(directory / DATABASE)) as connection:
+        return int(connection.execute("SELECT count(*) FROM claims").fetchone()[0])
+
+
+async def test_expired_claims_and_marks_leave_though_nothing_is_ever_kept(tmp_path, monkeypatch):
+    # Responses that may not be kept: every key is claimed, then marked, never written.
+    monkeypatch.setattr(disk, "NOT_WORTH_WAITING", 0.05)
+    tier = DiskTier(tmp_path, max_bytes=MiB)
+    for number in range(200):
+        claim = await tier.find_or_claim(f"no-store-{number}", 0.05)
+        assert isinstance(claim, Claim) and claim.token is not None
+        if number % 2:
+            await tier.release(f"no-store-{number}", claim.token, mark=True)
+        # (the others' holders died: their claims expire)
+    await asyncio.sleep(0.1)  # every claim and mark has expired
+    assert isinstance(await tier.find_or_claim("another", 60), Claim)
+    assert claim_rows(tmp_path) == 1  # the live one
+
+
 async def test_a_claim_never_released_expires_by_itself(tmp_path):
     tier = DiskTier(tmp_path, max_bytes=MiB)
     dead = await tier.find_or_claim("k", 0.2)  # its holder dies without releasing

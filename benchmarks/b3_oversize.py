@@ -104,7 +104,7 @@ def run() -> list[dict]:
 def report(rows: list[dict]) -> str:
     lines = [f"{'body':32} {'approach':36} {'outcome':40} {'time':>8} {'RSS growth':>11}"]
     for row in rows:
-        growth = f"{row['growth'] / MiB:.0f} MiB"
+        growth = f"{max(0, row['growth']) / MiB:.0f} MiB"  # a page given back reads as -0
         lines.append(
             f"{row['body']:32} {row['approach']:36} {row['outcome']:40} "
             f"{row['seconds']:>6.2f} s {growth:>11}"

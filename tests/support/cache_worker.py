@@ -294,14 +294,15 @@ def _in_memory(url: str) -> bool:
 
 
 def _stats() -> dict[str, int]:
-    import resource
-
-    with open("/proc/self/statm") as statm:
-        pages = int(statm.read().split()[1])
+    """The worker's resident set now and at its peak. The peak is the kernel's VmHWM,
+    not ``getrusage().ru_maxrss``, which Linux carries across ``exec()``: a worker
+    started by a large parent would report the parent's size."""
+    with open("/proc/self/status") as status:
+        sizes = dict(line.split(":", 1) for line in status if line.startswith(("VmRSS", "VmHWM")))
     return {
         "pid": os.getpid(),
-        "rss_kib": pages * os.sysconf("SC_PAGE_SIZE") // 1024,
-        "peak_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        "rss_kib": int(sizes["VmRSS"].split()[0]),
+        "peak_rss_kib": int(sizes["VmHWM"].split()[0]),
     }
 
 

@@ -60,7 +60,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from ..errors import DiskCacheWarning
-from .tier import Claim, Record, Warner
+from .tier import NOT_WORTH_WAITING, Claim, Record, Warner, key_digest
 from .worker_threads import WorkerThreads
 
 __all__ = ["DATABASE", "NOT_WORTH_WAITING", "WAL_LIMIT", "DiskTier", "unsafe"]
@@ -71,8 +71,6 @@ DATABASE = "responses-1.sqlite3"
 """The database's file name; its number changes with its schema (an old file is left)."""
 WAL_LIMIT = 16 * 1024 * 1024
 """Bytes the write-ahead log is truncated to after a checkpoint."""
-NOT_WORTH_WAITING = 60.0
-"""Seconds a key whose last response was not kept is fetched without a claim."""
 _ROW_OVERHEAD = 128  # bytes counted per row beyond its meta and body (key, version, numbers)
 _TOUCH_EVERY = 60.0  # seconds: recency is written at most this often per row
 _BUSY_MS = 5000  # how long a write waits for another process's
@@ -302,10 +300,10 @@ class DiskTier:
 
     def _get(self, key: str) -> Record | None:
         with self._connection() as connection:
-            return _record(connection, _digest(key))
+            return _record(connection, key_digest(key))
 
     def _claim(self, key: str, seconds: float) -> Record | Claim:
-        digest = _digest(key)
+        digest = key_digest(key)
         with self._connection() as connection, _transaction(connection):
             record = _record(connection, digest)  # written since
             if record is not None:
@@ -324,7 +322,7 @@ class DiskTier:
         return Claim(token, False)
 
     def _put(self, key: str, body: bytes, meta: bytes, keep_for: float) -> str | None:
-        digest, version = _digest(key), uuid.uuid4().hex
+        digest, version = key_digest(key), uuid.uuid4().hex
         size = len(body) + len(meta) + _ROW_OVERHEAD
         sums = (_checksum(body), _checksum(meta))
         with self._connection() as connection:
@@ -345,7 +343,7 @@ class DiskTier:
         return version
 
     def _refresh(self, key: str, version: str, meta: bytes, keep_for: float) -> bool:
-        digest = _digest(key)
+        digest = key_digest(key)
         with self._connection() as connection:
             with _transaction(connection):
                 now = time.time()
@@ -385,11 +383,11 @@ class DiskTier:
     def _remove(self, key: str, version: str) -> None:
         with self._connection() as connection, _transaction(connection):
             connection.execute(
-                "DELETE FROM records WHERE key = ? AND version = ?", (_digest(key), version)
+                "DELETE FROM records WHERE key = ? AND version = ?", (key_digest(key), version)
             )
 
     def _release(self, key: str, token: str, mark: bool) -> None:
-        digest = _digest(key)
+        digest = key_digest(key)
         with self._connection() as connection, _transaction(connection):
             if mark:
                 connection.execute(
@@ -455,10 +453,6 @@ def _record(connection: sqlite3.Connection, digest: str) -> Record | None:
 def _checksum(data: bytes) -> bytes:
     """SHA-256 of a body or a meta (hashlib releases the GIL while it hashes a large one)."""
     return hashlib.sha256(data).digest()
-
-
-def _digest(key: str) -> str:
-    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 @contextlib.contextmanager

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import math
 import time
 import uuid
@@ -41,7 +40,7 @@ from redis.backoff import NoBackoff
 
 from ..errors import SharedCacheWarning, redact
 from ..loops import PerLoop
-from .tier import Claim, Record, Warner
+from .tier import NOT_WORTH_WAITING, Claim, Record, Warner, key_digest
 
 __all__ = ["BOUND", "CONNECTIONS", "NOT_WORTH_WAITING", "PAUSE", "PREFIX", "FleetTier"]
 
@@ -49,8 +48,6 @@ T = TypeVar("T")
 
 PREFIX = "llm-async-attachments:1:"
 """Starts every key this tier writes; the number changes if the layout does."""
-NOT_WORTH_WAITING = 60.0
-"""Seconds a key whose last response was not kept is fetched without a claim."""
 PAUSE = 5.0
 """Seconds the server is not asked after it failed as a whole (it could not be reached,
 did not answer in time, refused the password, spoke another protocol); not after it
@@ -234,7 +231,7 @@ def _record(name: str, fields: dict[Any, Any]) -> Record:
 
 def _names(key: str) -> tuple[str, str, str]:
     """The keys of ``key``'s record, claim and mark."""
-    name = PREFIX + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+    name = PREFIX + key_digest(key)
     return name, name + ":claim", name + ":skip"
 
 

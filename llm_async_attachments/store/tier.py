@@ -25,11 +25,15 @@ failure. It knows nothing of llm or HTTP.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import warnings
 from typing import NamedTuple, Protocol
 
-__all__ = ["Claim", "Record", "Tier", "Warner"]
+__all__ = ["NOT_WORTH_WAITING", "Claim", "Record", "Tier", "Warner", "key_digest"]
+
+NOT_WORTH_WAITING = 60.0
+"""Seconds a key whose last response was not kept is fetched without a claim."""
 
 
 class Record(NamedTuple):
@@ -77,6 +81,12 @@ class Tier(Protocol):
 
     async def release(self, key: str, token: str, *, mark: bool) -> None:
         """End a claim that wrote no record; ``mark``: the key is not worth waiting for."""
+
+
+def key_digest(key: str) -> str:
+    """What a tier names ``key`` by: its SHA-256 in hex (keys are long URLs; any string,
+    lone surrogates included)."""
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 class Warner:

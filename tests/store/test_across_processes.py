@@ -174,28 +174,23 @@ def test_a_content_hash_etag_that_comes_back_never_serves_another_processs_body(
 
 
 def test_processes_on_one_machine_fetch_each_url_once(file_server, workers, tmp_path):
-    disk = tmp_path / "disk"
-    urls = served(file_server, URLS, "shared")
     team = workers(WORKERS)
-    orders = every_url_in_random_order(list(urls), WORKERS, "one machine")
-    answers = broadcast(
-        team,
-        "prepare",
-        [{"config": config(disk), "prompts": order, "at_once": 4} for order in orders],
-    )
-    assert_bodies(answers, urls)
-    assert requests_per_url(file_server, list(urls)) <= 1.1
 
-    # The same run with the disk tier off: each process fetches each URL itself.
-    alone = served(file_server, URLS, "alone")
-    orders = every_url_in_random_order(list(alone), WORKERS, "no disk")
-    answers = broadcast(
-        team,
-        "prepare",
-        [{"config": config(None), "prompts": order, "at_once": 4} for order in orders],
-    )
-    assert_bodies(answers, alone)
-    assert requests_per_url(file_server, list(alone)) > 1
+    def requests_per_url_with(disk: Path | None, name: str) -> float:
+        """Every process prepares every one of a fresh set of URLs, in its own order."""
+        urls = served(file_server, URLS, name)
+        orders = every_url_in_random_order(list(urls), WORKERS, name)
+        answers = broadcast(
+            team,
+            "prepare",
+            [{"config": config(disk), "prompts": order, "at_once": 4} for order in orders],
+        )
+        assert_bodies(answers, urls)
+        return requests_per_url(file_server, list(urls))
+
+    assert requests_per_url_with(tmp_path / "disk", "shared") <= 1.1
+    # With the disk tier off, each process fetches each URL itself.
+    assert requests_per_url_with(None, "alone") > 1
 
 
 def test_a_new_process_finds_what_another_fetched_without_asking_the_origin(

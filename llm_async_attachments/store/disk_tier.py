@@ -331,7 +331,7 @@ class DiskTier:
                 connection.execute(
                     "DELETE FROM records WHERE key = ? OR expires <= ?", (digest, now)
                 )
-                connection.execute("DELETE FROM claims WHERE until <= ? OR key = ?", (now, digest))
+                connection.execute("DELETE FROM claims WHERE key = ?", (digest,))  # ends a claim
                 if size > self.max_bytes:
                     return None
                 connection.execute(

@@ -11,16 +11,18 @@ conditioned on.
 
 One budget for the whole directory, whatever the number of processes: the
 total size of the rows is counted in the database itself (triggers keep it),
-and every write evicts, in the same transaction, the least recently used
-rows until the total is within ``max_bytes``. Recency is written at most once
-a minute per row. Pages freed by evictions go back to the file system
-(``auto_vacuum = INCREMENTAL``), and the write-ahead log is truncated to
-:data:`WAL_LIMIT` after a checkpoint; a write that finds it grown past that
-(processes that keep reading and writing starve SQLite's own checkpoints)
-checkpoints and truncates it if no reader holds it for 100 ms. The directory
-holds ``max_bytes`` of rows, their pages' slack, and the log: at most
-:data:`WAL_LIMIT` at rest, more for as long as several processes write
-without a pause.
+and every write makes room first, in the same transaction: it evicts the
+least recently used rows until the total with its own row is within
+``max_bytes``, and the row takes their pages. Recency is written at most once
+a minute per row. Pages left free go back to the file system as the
+transaction commits (``auto_vacuum = FULL``), so no committed state of the
+file holds more than its rows and their pages' slack. The write-ahead log is
+truncated to :data:`WAL_LIMIT` after a checkpoint; a write that finds it grown
+past that (processes that keep reading and writing starve SQLite's own
+checkpoints) checkpoints and truncates it if no reader holds it for 100 ms.
+The directory holds ``max_bytes`` of rows, their pages' slack, and the log:
+at most :data:`WAL_LIMIT` once a write has found it grown, more for as long as
+several processes write without a pause.
 
 A process killed mid-write leaves nothing: SQLite rolls the transaction back
 when the database is next opened, and a claim it held expires by itself.
@@ -334,12 +336,13 @@ class DiskTier:
                 connection.execute("DELETE FROM claims WHERE key = ?", (digest,))  # ends a claim
                 if size > self.max_bytes:
                     return None
+                # Room first, so the row takes the pages of those it evicts.
+                _evict(connection, self.max_bytes - size, digest)
                 connection.execute(
                     "INSERT INTO records VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (digest, version, meta, body, size, now, now + keep_for, *sums),
                 )
-                evicted = _evict(connection, self.max_bytes, digest)
-            self._tidy(connection, evicted)
+            self._tidy(connection)
         return version
 
     def _refresh(self, key: str, version: str, meta: bytes, keep_for: float) -> bool:
@@ -353,22 +356,19 @@ class DiskTier:
                     "WHERE key = ? AND version = ?",
                     (meta, len(meta), now, now + keep_for, _checksum(meta), digest, version),
                 ).rowcount
-                evicted = bool(changed) and _evict(connection, self.max_bytes, digest)
-            self._tidy(connection, evicted)
+                if changed:
+                    _evict(connection, self.max_bytes, digest)
+            self._tidy(connection)
         return bool(changed)
 
-    def _tidy(self, connection: sqlite3.Connection, evicted: bool) -> None:
-        """After a write: the pages evictions freed go back to the file system, and a log
-        grown past :data:`WAL_LIMIT` (processes that kept reading starved SQLite's own
-        checkpoints) is checkpointed and truncated if no reader holds it now. Best
-        effort: the write is done whatever happens here."""
+    def _tidy(self, connection: sqlite3.Connection) -> None:
+        """After a write: a log grown past :data:`WAL_LIMIT` (processes that kept reading
+        starved SQLite's own checkpoints) is checkpointed and truncated if no reader holds
+        it now. Best effort: the write is done whatever happens here."""
         with contextlib.suppress(sqlite3.Error, OSError), _writing():
-            self._tidy_up(connection, evicted)
+            self._checkpoint_grown_log(connection)
 
-    def _tidy_up(self, connection: sqlite3.Connection, evicted: bool) -> None:
-        if evicted:
-            # executescript steps it to the end: execute() would free one page.
-            connection.executescript("PRAGMA incremental_vacuum")
+    def _checkpoint_grown_log(self, connection: sqlite3.Connection) -> None:
         try:
             grown = os.stat(f"{self.directory / DATABASE}-wal").st_size > WAL_LIMIT
         except FileNotFoundError:
@@ -485,7 +485,8 @@ def _set_up(connection: sqlite3.Connection, *, schema: bool) -> None:
     deadline = time.monotonic() + _BUSY_MS / 1000
     while True:
         try:
-            connection.execute("PRAGMA auto_vacuum = INCREMENTAL")  # before the first table
+            # Before the first table: then every commit hands freed pages back.
+            connection.execute("PRAGMA auto_vacuum = FULL")
             connection.execute("PRAGMA journal_mode = WAL")
             connection.execute("PRAGMA synchronous = NORMAL")
             connection.execute(f"PRAGMA journal_size_limit = {WAL_LIMIT}")
@@ -498,11 +499,11 @@ def _set_up(connection: sqlite3.Connection, *, schema: bool) -> None:
             time.sleep(0.01)
 
 
-def _evict(connection: sqlite3.Connection, max_bytes: int, kept: str) -> bool:
-    """Delete the least recently used rows but ``kept`` (the one just written) until the
+def _evict(connection: sqlite3.Connection, max_bytes: int, kept: str) -> None:
+    """Delete the least recently used rows but ``kept`` (the one being written) until the
     total is within ``max_bytes``."""
     (total,) = connection.execute("SELECT bytes FROM total").fetchone()
-    excess, evicted = total - max_bytes, False
+    excess = total - max_bytes
     while excess > 0:
         rows = connection.execute(
             "SELECT key, size FROM records WHERE key != ? ORDER BY used LIMIT 16", (kept,)
@@ -514,5 +515,3 @@ def _evict(connection: sqlite3.Connection, max_bytes: int, kept: str) -> bool:
                 break
             connection.execute("DELETE FROM records WHERE key = ?", (key,))
             excess -= size
-            evicted = True
-    return evicted

@@ -114,6 +114,10 @@ class WorkerThreads:
 def _outcome(job: _Job) -> _Outcome:
     try:
         return job, True, job.call()
+    except StopIteration as exc:  # a future refuses it (it would end the awaiting coroutine)
+        error = RuntimeError("a worker-thread call raised StopIteration")
+        error.__cause__ = exc
+        return job, False, error
     except BaseException as exc:  # handed to the awaiting task, whatever it is
         return job, False, exc
 

@@ -40,6 +40,27 @@ async def test_each_caller_gets_its_own_answer_or_error():
         await threads.run(fail)
 
 
+async def test_a_call_that_raises_stop_iteration_strands_no_other_caller():
+    threads = WorkerThreads(1, "test-stop")
+    go, holding = blocked(threads)
+
+    def stop() -> None:
+        raise StopIteration("spent")
+
+    # Queued behind the job holding the thread, the five run and come back as one batch.
+    waiting = [threads.run(lambda n=n: n) for n in range(4)]
+    waiting.insert(2, threads.run(stop))
+    answers = asyncio.ensure_future(asyncio.gather(*waiting, return_exceptions=True))
+    await asyncio.sleep(0)
+    go.set()
+    await holding
+    # (A future refuses StopIteration with a TypeError, which left the batch's other
+    # futures unset: without the bound, this would wait for ever.)
+    done = await asyncio.wait_for(answers, 60)
+    assert done[:2] == [0, 1] and done[3:] == [2, 3]
+    assert isinstance(done[2], RuntimeError) and isinstance(done[2].__cause__, StopIteration)
+
+
 async def test_a_job_cancelled_before_it_starts_never_runs():
     threads = WorkerThreads(1, "test-skip")
     go, holding = blocked(threads)

@@ -190,12 +190,11 @@ class DiskTier:
     async def remove(self, key: str, version: str) -> None:
         await self._run(_WRITES, "remove an entry", None, self._remove, key, version)
 
-    async def find_or_claim(self, key: str, seconds: float) -> Record | Claim:
+    async def find_or_claim(self, key: str, seconds: float) -> Record | Claim | None:
         record = await self.get(key)  # the usual answer, without the write lock
         if record is not None:
             return record
-        nothing = Claim(None, False)
-        return await self._run(_WRITES, "claim a fetch", nothing, self._claim, key, seconds)
+        return await self._run(_WRITES, "claim a fetch", None, self._claim, key, seconds)
 
     async def release(self, key: str, token: str, *, mark: bool) -> None:
         await self._run(_WRITES, "release a fetch", None, self._release, key, token, mark)

@@ -129,7 +129,7 @@ class FleetTier:
 
         return await self._run(read, None)
 
-    async def find_or_claim(self, key: str, seconds: float) -> Record | Claim:
+    async def find_or_claim(self, key: str, seconds: float) -> Record | Claim | None:
         record, claim, mark = _names(key)
         token = uuid.uuid4().hex
 
@@ -141,7 +141,7 @@ class FleetTier:
                 return _record(record, dict(zip(found[::2], found[1::2], strict=True)))
             return Claim(token, False) if found == 1 else Claim(None, found == 2)
 
-        return await self._run(run, Claim(None, False))
+        return await self._run(run, None)
 
     async def put(self, key: str, body: bytes, meta: bytes, keep_for: float) -> str | None:
         version = uuid.uuid4().hex

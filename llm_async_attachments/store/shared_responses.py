@@ -194,8 +194,8 @@ async def _cached(
 
 
 async def _download(ask: _Ask, tiers: Tiers | None, *, claim: bool = True) -> Got:
-    """A fetch from the origin; with ``tiers`` (and ``claim``), once the claim on it in
-    the widest tier says so."""
+    """A fetch from the origin; with ``tiers`` (and ``claim``), once the claim on it
+    says so."""
     if tiers is None or ask.key is None or not claim:
         got, _versions = await _fetch(ask, tiers)
         return got
@@ -204,7 +204,7 @@ async def _download(ask: _Ask, tiers: Tiers | None, *, claim: bool = True) -> Go
         await _http()
     read = functools.partial(_read, rules, ask.url)
     seconds = min(ask.config.deadline, CLAIM_SECONDS)
-    found, token = await tiers.wait_or_claim(disk_key, seconds, read)
+    found, held = await tiers.wait_or_claim(disk_key, seconds, read)
     if found is not None:  # another process fetched it meanwhile
         return await _cached(ask, key, _adopt(ask, key, found), tiers, adopted=True)
     mark, versions = False, Versions()
@@ -215,10 +215,10 @@ async def _download(ask: _Ask, tiers: Tiers | None, *, claim: bool = True) -> Go
         mark = True  # a failure is not worth waiting for either
         raise
     finally:
-        if token is not None and tiers.widest not in versions:
+        if held is not None and held.tier not in versions:
             # Shielded: a cancelled fetch still lets the others go on at once (failing
             # that, the claim expires by itself).
-            await asyncio.shield(tiers.release(disk_key, token, mark=mark))
+            await asyncio.shield(tiers.release(disk_key, held, mark=mark))
     return got
 
 

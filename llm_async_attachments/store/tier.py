@@ -19,8 +19,9 @@ response was ``no-store``, had no caching headers, or failed): misses then
 fetch at once.
 
 A tier never raises to its caller for what it cannot do (a full disk, a
-server down): it answers as if it had nothing, and warns once per kind of
-failure. It knows nothing of llm or HTTP.
+server down): it answers as if it had nothing (a claim it could not ask
+for, ``None``), and warns once per kind of failure. It knows nothing of llm
+or HTTP.
 """
 
 from __future__ import annotations
@@ -64,8 +65,9 @@ class Tier(Protocol):
     async def get(self, key: str) -> Record | None:
         """The record kept under ``key``, or ``None``."""
 
-    async def find_or_claim(self, key: str, seconds: float) -> Record | Claim:
-        """The record kept under ``key``; else a claim to fetch it, for at most ``seconds``."""
+    async def find_or_claim(self, key: str, seconds: float) -> Record | Claim | None:
+        """The record kept under ``key``; else a claim to fetch it, for at most ``seconds``;
+        ``None`` if the tier could not answer (it warned)."""
 
     async def put(self, key: str, body: bytes, meta: bytes, keep_for: float) -> str | None:
         """Keep a new record under ``key`` for at most ``keep_for`` seconds, replacing

@@ -5,7 +5,9 @@ fleet's (Redis: every machine), and copies what the fleet had down to the
 disk. A write goes to every tier. A miss everywhere is **claimed** in the
 widest tier, so that one process in the fleet fetches while the others poll
 the tiers for its record (:meth:`Tiers.wait_or_claim`): a claim lasts at most
-:data:`CLAIM_SECONDS`, so a holder that died costs the others no more.
+:data:`CLAIM_SECONDS`, so a holder that died costs the others no more. While
+the widest tier cannot answer (Redis down), the next one takes the claims:
+the processes of a machine still fetch a URL once between them.
 
 Each tier keeps its own version of a record; :data:`Versions` names, per
 tier, the record a response in memory is, so that a ``304`` refreshes only
@@ -21,7 +23,16 @@ from typing import Generic, NamedTuple, TypeVar
 
 from .tier import Claim, Record, Tier
 
-__all__ = ["CLAIM_SECONDS", "POLL_FIRST", "POLL_MOST", "Found", "Read", "Tiers", "Versions"]
+__all__ = [
+    "CLAIM_SECONDS",
+    "POLL_FIRST",
+    "POLL_MOST",
+    "Found",
+    "Held",
+    "Read",
+    "Tiers",
+    "Versions",
+]
 
 
 T = TypeVar("T")
@@ -52,12 +63,20 @@ class Found(NamedTuple, Generic[T]):
     versions: Versions
 
 
+class Held(NamedTuple):
+    """A claim :meth:`Tiers.wait_or_claim` took: the name of its tier, and its token."""
+
+    tier: str
+    token: str
+
+
 class Tiers:
     """``tiers``, closest first. Lookups take ``read(meta)`` (see :data:`Read`), so that
     a record's meta is read once, and one that is not valid is removed."""
 
     def __init__(self, tiers: tuple[Tier, ...]) -> None:
         self.tiers = tiers
+        self._named = {tier.name: tier for tier in tiers}
 
     async def _find(self, tiers: Sequence[Tier], key: str, read: Read[T]) -> Found[T] | None:
         """The closest record for ``key`` in ``tiers``."""
@@ -104,39 +123,43 @@ class Tiers:
 
     async def wait_or_claim(
         self, key: str, seconds: float, read: Read[T]
-    ) -> tuple[Found[T] | None, str | None]:
-        """The closest record for ``key``, else the widest tier's claim to fetch it (its
-        token; ``None``: not claimed, fetch anyway). While another process holds the
-        claim, the tiers are looked at again until its record comes or ``seconds`` pass."""
-        *closer, widest = self.tiers
+    ) -> tuple[Found[T] | None, Held | None]:
+        """The closest record for ``key``, else a claim to fetch it (``None``: not claimed,
+        fetch anyway). While another process holds the claim, the tiers are looked at
+        again until its record comes or ``seconds`` pass."""
+        *closer, _ = self.tiers
         loop = asyncio.get_running_loop()
         until, pause = loop.time() + seconds, POLL_FIRST
         while True:
             found = await self._find(closer, key, read)
             if found is not None:
                 return found, None
-            answer = await _find_or_claim(widest, key, seconds)
+            index, answer = await self._find_or_claim(key, seconds)
             if isinstance(answer, Record):
-                found = await self._found(len(closer), answer, key, read)
+                found = await self._found(index, answer, key, read)
                 if found is not None:
                     return found, None
             elif not answer.wait or loop.time() > until:
-                return None, answer.token
+                token = answer.token
+                return None, None if token is None else Held(self.tiers[index].name, token)
             await asyncio.sleep(pause)
             pause = min(pause * 2, POLL_MOST)
 
-    async def release(self, key: str, token: str, *, mark: bool) -> None:
-        """End the claim :meth:`wait_or_claim` took, when no record was kept in the
-        widest tier (``mark``: the key is not worth waiting for)."""
-        await self.tiers[-1].release(key, token, mark=mark)
+    async def _find_or_claim(self, key: str, seconds: float) -> tuple[int, Record | Claim]:
+        """The answer of the widest tier that can give one, and that tier's index."""
+        for index in reversed(range(len(self.tiers))):
+            answer = await _find_or_claim(self.tiers[index], key, seconds)
+            if answer is not None:
+                return index, answer
+        return 0, Claim(None, False)
 
-    @property
-    def widest(self) -> str:
-        """The name of the tier that holds claims."""
-        return self.tiers[-1].name
+    async def release(self, key: str, held: Held, *, mark: bool) -> None:
+        """End a claim :meth:`wait_or_claim` took, when its tier kept no record
+        (``mark``: the key is not worth waiting for)."""
+        await self._named[held.tier].release(key, held.token, mark=mark)
 
 
-async def _find_or_claim(tier: Tier, key: str, seconds: float) -> Record | Claim:
+async def _find_or_claim(tier: Tier, key: str, seconds: float) -> Record | Claim | None:
     """``tier.find_or_claim()``, and if the caller is cancelled meanwhile, a claim it took
     is released when it comes (rather than held, unused, until it expires)."""
     asking = asyncio.ensure_future(tier.find_or_claim(key, seconds))
@@ -147,7 +170,7 @@ async def _find_or_claim(tier: Tier, key: str, seconds: float) -> Record | Claim
         raise
 
 
-def _give_up(tier: Tier, key: str, asking: asyncio.Future[Record | Claim]) -> None:
+def _give_up(tier: Tier, key: str, asking: asyncio.Future[Record | Claim | None]) -> None:
     if asking.cancelled() or asking.exception() is not None:
         return
     answer = asking.result()

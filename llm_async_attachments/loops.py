@@ -9,9 +9,9 @@ loop's entry is dropped when the loop shuts down (``asyncio.run()`` and
 its closer has run on that loop; and an entry whose loop was closed without
 that is dropped the next time any loop starts using this state, or the
 garbage collector runs, whichever comes first, so its idle connections are
-released with the rest of what it held. (A fetch still in flight when its
-loop was closed stays held by anyio's record of its task's cancel scope,
-which never ends: that is anyio's to free.)
+released with the rest of what it held; ``abandoned`` is called then, for
+what outlives a closed loop elsewhere (the pools free the fetches that were
+in flight: see ``http.anyio_tasks``).
 """
 
 from __future__ import annotations
@@ -22,9 +22,20 @@ import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Generic, TypeVar
 
-__all__ = ["PerLoop"]
+__all__ = ["PerLoop", "running_loop"]
 
 T = TypeVar("T")
+
+
+def running_loop() -> asyncio.AbstractEventLoop | None:
+    """The loop running in this thread; ``None`` in a coroutine that the garbage collector
+    closes after its loop was closed. Nothing can be awaited there, and
+    ``asyncio.shield()`` or ``ensure_future()`` of a coroutine would make a new loop
+    (with a ``DeprecationWarning``) to schedule it on, which would then keep it."""
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 class PerLoop(Generic[T]):
@@ -34,9 +45,11 @@ class PerLoop(Generic[T]):
         self,
         make: Callable[[], Awaitable[T]],
         close: Callable[[T], Awaitable[None]] | None = None,
+        abandoned: Callable[[], None] | None = None,
     ) -> None:
         self._make = make
         self._close = close
+        self._abandoned = abandoned
         self._values: dict[asyncio.AbstractEventLoop, T] = {}
         self._closers: dict[asyncio.AbstractEventLoop, AsyncIterator[None]] = {}
         self._making: dict[asyncio.AbstractEventLoop, asyncio.Future[T]] = {}
@@ -79,9 +92,12 @@ class PerLoop(Generic[T]):
     def _forget_closed_loops(self) -> None:
         # A copy first (one step in C): the garbage collector's callback runs this
         # on whichever thread collects, while another may be adding a loop.
-        for loop in [loop for loop in self._values.copy() if loop.is_closed()]:
+        closed = [loop for loop in self._values.copy() if loop.is_closed()]
+        for loop in closed:
             self._values.pop(loop, None)
             self._closers.pop(loop, None)
+        if closed and self._abandoned is not None:
+            self._abandoned()
 
     async def _closer(self, loop: asyncio.AbstractEventLoop, value: T) -> AsyncIterator[None]:
         # A suspended async generator: the loop's shutdown_asyncgens() resumes

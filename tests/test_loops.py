@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import gc
 import os
+import sys
 import warnings
 from urllib.parse import urlsplit
 
@@ -14,7 +15,7 @@ import pytest
 
 import llm_async_attachments as laa
 from llm_async_attachments.core import cpu_jobs
-from llm_async_attachments.http import pool
+from llm_async_attachments.http import anyio_tasks, pool
 from llm_async_attachments.http.transport import PoolTransport
 from llm_async_attachments.testing import samples
 from tests.support import eventually
@@ -105,3 +106,37 @@ def test_a_loop_closed_without_shutting_down_leaves_no_open_socket_once_collecte
     gc.collect()
 
     assert client_sockets(port) == 0
+
+
+@pytest.mark.filterwarnings("ignore::ResourceWarning")
+def test_a_loop_closed_with_a_fetch_in_flight_leaves_no_open_socket_once_collected(
+    file_server, monkeypatch
+):
+    # Collecting the abandoned coroutines raises in their clean-up, which Python reports
+    # as unraisable: kept here as names, not as tracebacks that would keep their frames.
+    unraisable: list[str] = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda hook: unraisable.append(str(hook.exc_value)))
+    # A body that drips a byte every 50 ms: the fetch reads inside anyio's fail_after.
+    url = file_server.url("/drip?size=1000&interval=0.05")
+    port = urlsplit(url).port
+    loops_before = alive(asyncio.AbstractEventLoop)
+    loop = asyncio.new_event_loop()
+    task = loop.create_task(prepare(url))
+    while client_sockets(port) == 0:  # bounded by the test's own timeout
+        loop.run_until_complete(asyncio.sleep(0.01))
+    loop.run_until_complete(asyncio.sleep(0.1))  # bytes arriving
+    assert not task.done()
+
+    loop.close()  # its tasks are left pending for good (Python says so as they go)
+    del task, loop
+    gc.collect()
+
+    # anyio's record of the task's cancel scope no longer keeps it (and its socket),
+    # and closing the response made no loop of its own to run on.
+    assert client_sockets(port) == 0
+    assert alive(asyncio.AbstractEventLoop) == loops_before
+
+
+def test_anyio_keeps_its_record_of_tasks_where_the_package_expects_it():
+    # If anyio moves it, the fetches of a loop closed mid-flight are kept again: say so.
+    assert anyio_tasks.task_states() is not None

@@ -37,6 +37,8 @@ from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from typing import Any, Protocol, TypeVar
 
+from ..loops import running_loop
+
 __all__ = ["CancelGate", "close"]
 
 T = TypeVar("T")
@@ -113,9 +115,14 @@ async def close(resource: _Closable) -> None:
     """Close ``resource`` to the end, even if the caller is cancelled meanwhile.
 
     The close is local work (no waiting on a server), so waiting for it
-    delays a cancellation only briefly.
+    delays a cancellation only briefly. With no loop running (the garbage
+    collector finalising a fetch whose loop was closed) nothing can run: the
+    resource is left to be collected, and its socket is closed with it.
     """
-    closing = asyncio.ensure_future(resource.aclose())
+    loop = running_loop()
+    if loop is None:
+        return
+    closing = loop.create_task(resource.aclose())
     if await _wait(closing, on_cancel=lambda: None):
         _discard(closing)
         raise asyncio.CancelledError

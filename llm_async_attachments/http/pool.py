@@ -29,6 +29,7 @@ import httpx2
 from ..config import Config
 from ..loops import PerLoop
 from .address_policy import AddressPolicy, PolicyBackend
+from .anyio_tasks import forget_tasks_of_closed_loops
 from .transport import PoolTransport
 
 __all__ = [
@@ -274,7 +275,9 @@ async def _close_pools(pools: dict[PoolSettings, Pool]) -> None:
         await pool.aclose()
 
 
-_per_loop: PerLoop[dict[PoolSettings, Pool]] = PerLoop(_no_pools, _close_pools)
+_per_loop: PerLoop[dict[PoolSettings, Pool]] = PerLoop(
+    _no_pools, _close_pools, abandoned=forget_tasks_of_closed_loops
+)
 
 
 async def pool_for_running_loop(config: Config) -> Pool:

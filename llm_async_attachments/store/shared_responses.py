@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from .. import credentials
 from ..config import Config
 from ..errors import AttachmentError
+from ..loops import running_loop
 from ..url_text import has_credentials
 from . import flights, memory
 from .disk_tier import DiskTier
@@ -215,9 +216,9 @@ async def _download(ask: _Ask, tiers: Tiers | None, *, claim: bool = True) -> Go
         mark = True  # a failure is not worth waiting for either
         raise
     finally:
-        if held is not None and held.tier not in versions:
+        if held is not None and held.tier not in versions and running_loop() is not None:
             # Shielded: a cancelled fetch still lets the others go on at once (failing
-            # that, the claim expires by itself).
+            # that, or with its loop closed under it, the claim expires by itself).
             await asyncio.shield(tiers.release(disk_key, held, mark=mark))
     return got
 

@@ -28,7 +28,7 @@ from .credentials import Credential
 from .errors import AttachmentError, ConfigurationError, redact
 from .integration.install import standing_down
 from .integration.prepare import prepare_attachments
-from .integration.url_support import url_support
+from .integration.url_support import url_patterns, url_support
 
 if TYPE_CHECKING:
     from click._termui_impl import ProgressBar  # what click.progressbar() returns
@@ -59,7 +59,8 @@ def status() -> None:
     prepares         attachments are prepared before its execute() runs
     AsyncAttachment  it opted in with supports_async_attachments = True
     URLs as URLs     types whose URLs go to the model unfetched
-                     (supports_attachment_urls, declared or known);
+                     (supports_attachment_urls, declared or known),
+                     then types given to URLs by pattern ("by URL");
                      blank for a model that takes no attachments
 
     An invalid LLM_ASYNC_ATTACHMENTS_* variable is shown as such, and makes
@@ -217,7 +218,9 @@ def _model_row(model: Any, config: Config) -> tuple[str, str, str, str, str]:
         _kind(model),
         _yes_no(prepares_attachments(model)),
         _yes_no(getattr(model, "supports_async_attachments", False)),
-        _url_types(url_support(model, config)) if takes_attachments else "",
+        _url_types(url_support(model, config), url_patterns(model, config))
+        if takes_attachments
+        else "",
     )
 
 
@@ -235,15 +238,21 @@ def _kind(model: Any) -> str:
     return "native"
 
 
-def _url_types(declared: bool | str | Collection[str]) -> str:
-    """``supports_attachment_urls`` read the way ``UrlPolicy`` reads it."""
+def _url_types(
+    declared: bool | str | Collection[str], patterns: url_support_setting.UrlTypes
+) -> str:
+    """``supports_attachment_urls`` read the way ``UrlPolicy`` reads it, then the types
+    given to URLs by pattern (``video/youtube by URL``)."""
+    by_url = [f"{kind} by URL" for kind, _ in patterns]
     if declared is True:
-        return "all"
-    if not declared:
-        return "none"
-    if isinstance(declared, str):
-        return declared
-    return ", ".join(sorted(declared))
+        by_type = ["all"]
+    elif not declared:
+        by_type = [] if by_url else ["none"]
+    elif isinstance(declared, str):
+        by_type = [declared]
+    else:
+        by_type = sorted(declared)
+    return ", ".join(by_type + by_url)
 
 
 def _value(field: dataclasses.Field[Any], value: Any) -> str:

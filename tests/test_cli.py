@@ -216,6 +216,19 @@ def test_status_spells_url_support_as_the_environment_does(run):
     )
 
 
+def test_status_shows_the_types_given_to_urls_by_pattern(run, models):
+    patterns = ("image/*", r"video/clip@^https://clips\.test/", "audio/x-talk@^https://talk/")
+    configured = (("cli-opted-in", patterns), ("cli-bridge", patterns[1:]))
+    laa.configure(laa.Config(url_support=configured))
+
+    result = run("status")
+
+    assert result.exit_code == 0, result.output
+    by_url = "video/clip by URL, audio/x-talk by URL"
+    assert row(result.output, "cli-opted-in")[4] == f"image/*, {by_url}"
+    assert row(result.output, "cli-bridge")[4] == by_url
+
+
 def test_an_invalid_environment_variable_is_shown_by_status_and_refused_by_fetch(run, monkeypatch):
     monkeypatch.setenv("LLM_ASYNC_ATTACHMENTS_MAX_BYTES", "lots")
     laa.configure(None)
